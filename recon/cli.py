@@ -1,0 +1,61 @@
+"""The `mrdiff` command: one entry point with verbs, each a module in ``recon.verbs``.
+
+Every verb module exposes ``HELP`` (a one-line summary) and ``main(argv: list[str]) -> int`` so that
+tests can call it directly. Bad input raises ``mrdiff.errors.InputError``; this dispatcher turns it into
+one line on stderr and exit status 2 (130 on Ctrl-C), never a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from mrdiff.errors import InputError
+
+# Explicit registry: verb -> module (imported lazily so `mrdiff --help` is fast).
+VERBS: dict[str, str] = {
+    "prep": "recon.verbs.prep",
+    "train": "recon.verbs.train",
+    "sample": "recon.verbs.sample",
+    "recon": "recon.verbs.recon",
+    "eval": "recon.verbs.eval",
+    "bench": "recon.verbs.bench",
+    "info": "recon.verbs.info",
+    "demo": "recon.verbs.demo",
+}
+
+
+def _usage() -> str:
+    lines = ["usage: mrdiff VERB [options]   (mrdiff VERB --help for a verb's options)", "", "verbs:"]
+    for verb, module in VERBS.items():
+        try:
+            summary = importlib.import_module(module).HELP
+        except ImportError:
+            summary = "(not available in this build)"
+        lines.append(f"  {verb:<8} {summary}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch ``argv`` (default ``sys.argv[1:]``) to a verb; return the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    verb, rest = argv[0], argv[1:]
+    if verb not in VERBS:
+        print(f"mrdiff: error: unknown verb '{verb}' (choose from {', '.join(VERBS)})", file=sys.stderr)
+        return 2
+    try:
+        module = importlib.import_module(VERBS[verb])
+        return int(module.main(rest) or 0)
+    except InputError as err:
+        print(f"mrdiff {verb}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mrdiff {verb}: interrupted; finished outputs are intact", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per `mrdiff` verb; each exposes ``HELP`` (one line) and ``main(argv) -> int``."""
