@@ -37,44 +37,54 @@ def normalize_maps(maps: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return torch.where(support, maps / norm.clamp_min(1e-30), torch.zeros_like(maps))
 
 
-def _centre_run(line: torch.Tensor) -> tuple[int, int]:
-    """The contiguous run of True values containing (or next to) the centre index of a 1-D mask."""
-    n = line.numel()
-    c = n // 2
-    if not bool(line[c]):
-        return c, c
-    lo, hi = c, c + 1
-    while lo > 0 and bool(line[lo - 1]):
-        lo -= 1
-    while hi < n and bool(line[hi]):
-        hi += 1
-    return lo, hi
+def _centred(n_total: int, n: int) -> slice:
+    """Indices of a length-``n`` window centred like ``sigpy.resize`` (start ``N // 2 - n // 2``)."""
+    start = n_total // 2 - n // 2
+    return slice(start, start + n)
 
 
-def calibration_block(mask: torch.Tensor, shape: tuple[int, int]) -> tuple[int, int]:
-    """Size ``(rows, cols)`` of the fully sampled rectangle centred on k-space centre.
+def _fully_sampled(m: torch.Tensor, rows: int, cols: int) -> bool:
+    H, W = m.shape
+    return bool(m[_centred(H, rows), _centred(W, cols)].all())
 
-    The block grows from the centre sample while every row/column inside it is fully sampled
-    (for a 1-D column mask: all ``H`` rows by the contiguous run of centre columns).
+
+def calibration_width(mask: torch.Tensor, shape: tuple[int, int]) -> int:
+    """Side of the largest fully sampled square centred on the k-space centre (as ESPIRiT crops it).
 
     Args:
         mask: bool mask broadcastable to ``shape`` (e.g. ``(W,)`` or ``(H, W)``).
         shape: the k-space grid ``(H, W)``.
 
     Returns:
-        ``(rows, cols)``; ``(0, 0)`` when the centre itself is not sampled.
+        the side length; 0 when the centre sample itself is missing.
     """
     m = torch.broadcast_to(mask.bool().cpu(), tuple(shape))
-    H, W = shape
-    r0, r1 = _centre_run(m[:, W // 2])
-    c0, c1 = _centre_run(m[H // 2, :])
-    # shrink until the rectangle is fully sampled (Poisson masks have ragged edges)
-    while r1 > r0 and c1 > c0 and not bool(m[r0:r1, c0:c1].all()):
-        if r1 - r0 >= c1 - c0:
-            r0, r1 = r0 + 1, r1 - 1
-        else:
-            c0, c1 = c0 + 1, c1 - 1
-    return max(0, r1 - r0), max(0, c1 - c0)
+    side = 0
+    while side < min(shape) and _fully_sampled(m, side + 1, side + 1):
+        side += 1
+    return side
+
+
+def calibration_block(mask: torch.Tensor, shape: tuple[int, int]) -> tuple[int, int]:
+    """``(rows, cols)`` of the fully sampled centred block: the calibration square grown along each axis.
+
+    For a 1-D column mask this is all ``H`` rows by the contiguous run of centre columns.
+
+    Args:
+        mask: bool mask broadcastable to ``shape``.
+        shape: the k-space grid ``(H, W)``.
+
+    Returns:
+        ``(rows, cols)``; ``(0, 0)`` when the centre sample is missing.
+    """
+    m = torch.broadcast_to(mask.bool().cpu(), tuple(shape))
+    side = calibration_width(mask, shape)
+    rows, cols = side, side
+    while side and rows < shape[0] and _fully_sampled(m, rows + 1, side):
+        rows += 1
+    while side and cols < shape[1] and _fully_sampled(m, side, cols + 1):
+        cols += 1
+    return rows, cols
 
 
 def kernel_width_for(calib_width: int, default: int = DEFAULT_KERNEL_WIDTH) -> int:
@@ -88,6 +98,11 @@ def kernel_width_for(calib_width: int, default: int = DEFAULT_KERNEL_WIDTH) -> i
 
 
 def _espirit_one(ksp: np.ndarray, calib_width: int, kernel_width: int, thresh: float, crop: float):
+    with np.errstate(invalid="ignore", divide="ignore"):  # zero calibration data: caught by the caller
+        return _espirit_app(ksp, calib_width, kernel_width, thresh, crop)
+
+
+def _espirit_app(ksp: np.ndarray, calib_width: int, kernel_width: int, thresh: float, crop: float):
     app = sigpy.mri.app.EspiritCalib(
         ksp,
         calib_width=calib_width,
@@ -133,7 +148,7 @@ def estimate_maps(
         raise ValueError(f"expected complex k-space (C, H, W), got {tuple(kspace.shape)} {kspace.dtype}")
     H, W = kspace.shape[-2:]
     rows, cols = calibration_block(mask, (H, W))
-    calib = min(rows, cols, max_calib_width)
+    calib = min(calibration_width(mask, (H, W)), max_calib_width)
     if calib < MIN_CALIB_WIDTH:
         raise InputError(
             f"cannot estimate coil maps: the fully sampled k-space centre is {rows}x{cols}, "
