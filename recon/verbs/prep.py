@@ -1,0 +1,148 @@
+"""`mrdiff prep`: build fastMRI-style HDF5 sets from scans (see data_prep/README.md)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HELP = (
+    "build fastMRI-style train/val/test sets from NIfTI, DICOM, PNG/TIFF, NPY/MAT/AGILE k-space, fastMRI HDF5"
+)
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``mrdiff prep``."""
+    from data_prep.open_brain import PRESETS, SETS
+    from data_prep.sources import ORIENTATIONS
+
+    p = argparse.ArgumentParser(prog="mrdiff prep", description=HELP)
+    p.add_argument(
+        "sources",
+        nargs="*",
+        type=Path,
+        help="input files or folders (NIfTI, DICOM file or series folder, PNG/TIFF, .npy/.mat/.bin, .h5)",
+    )
+    p.add_argument("--out", type=Path, required=True, help="output root; volumes go to OUT/<split>/*.h5")
+    p.add_argument(
+        "--open-brain",
+        nargs="?",
+        const=DEFAULT_DATA,
+        type=Path,
+        metavar="DATA_DIR",
+        help="build the open brain sets from DATA_DIR (default: ../shared/data next to the repository)",
+    )
+    p.add_argument(
+        "--sets",
+        default=",".join(SETS),
+        help=f"open brain sets to build, comma separated (of {','.join(SETS)})",
+    )
+    p.add_argument(
+        "--preset", choices=sorted(PRESETS), default=None, help="output size preset: 128 (CPU), 256/320 (GPU)"
+    )
+    p.add_argument(
+        "--size", type=int, default=128, help="output matrix size N for simulated data (default 128)"
+    )
+    p.add_argument("--coils", type=int, default=8, help="number of simulated coils (default 8)")
+    p.add_argument(
+        "--snr-db",
+        type=float,
+        default=30.0,
+        help="SNR of the simulated coil-combined image in dB (default 30)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="base seed; slice seeds = seed_for(seed, source, slice)"
+    )
+    p.add_argument(
+        "--min-foreground",
+        type=float,
+        default=0.10,
+        help="skip slices with a smaller fraction of pixels above 10%% of the volume's 99th percentile",
+    )
+    p.add_argument("--split", default="train", help="split name for SOURCES (default train)")
+    p.add_argument(
+        "--licence", default="unknown (not stated by the user)", help="licence recorded for SOURCES"
+    )
+    p.add_argument(
+        "--orientations",
+        default=",".join(ORIENTATIONS),
+        help="NIfTI slice orientations, comma separated (sagittal,coronal,axial)",
+    )
+    p.add_argument(
+        "--espirit",
+        action="store_true",
+        help="store ESPIRiT maps (calibration region) and, if fully sampled, the coil-combined image",
+    )
+    p.add_argument("--force", action="store_true", help="rebuild volumes that already exist")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    return p
+
+
+def _options(args):
+    from data_prep.build import PrepOptions
+    from data_prep.open_brain import PRESETS
+    from data_prep.simulate import SimulationConfig
+    from mrdiff.errors import InputError
+
+    size = PRESETS[args.preset] if args.preset else args.size
+    if size < 16 or args.coils < 1 or not 0 <= args.min_foreground < 1:
+        raise InputError(
+            f"bad options: size {size} (>= 16), coils {args.coils} (>= 1), min-foreground in [0, 1)"
+        )
+    sim = SimulationConfig(size=size, coils=args.coils, snr_db=args.snr_db)
+    return PrepOptions(
+        sim=sim, seed=args.seed, min_foreground=args.min_foreground, espirit=args.espirit, force=args.force
+    )
+
+
+def main(argv: list[str]) -> int:
+    """Run ``mrdiff prep``; returns 0, or 1 if any source failed (each failure printed on one line)."""
+    from data_prep.api import prep_open_brain, prep_sources
+    from data_prep.open_brain import SETS
+    from data_prep.sources import ORIENTATIONS
+    from mrdiff.errors import InputError
+
+    args = build_parser().parse_args(argv)
+    opts = _options(args)
+    if not args.sources and args.open_brain is None:
+        raise InputError("nothing to do: give SOURCES or --open-brain [DATA_DIR]")
+    reports = []
+    if args.open_brain is not None:
+        sets = tuple(s.strip() for s in args.sets.split(",") if s.strip())
+        unknown = [s for s in sets if s not in SETS]
+        if unknown:
+            raise InputError(f"unknown set(s) {unknown}; choose from {list(SETS)}")
+        reports.append(prep_open_brain(args.open_brain.resolve(), args.out, opts, sets, not args.no_progress))
+    if args.sources:
+        orient = tuple(o.strip() for o in args.orientations.split(",") if o.strip())
+        if not orient or any(o not in ORIENTATIONS for o in orient):
+            raise InputError(
+                f"--orientations must be a subset of {','.join(ORIENTATIONS)}, got {args.orientations!r}"
+            )
+        reports.append(
+            prep_sources(args.sources, args.out, args.split, args.licence, opts, orient, not args.no_progress)
+        )
+    return _summary(reports, args.out)
+
+
+def _summary(reports, out: Path) -> int:
+    from data_prep.manifest import load_manifest
+
+    failures = [f for r in reports for f in r.failures]
+    built = sum(len(r.entries) - len(r.reused) for r in reports)
+    reused = sum(len(r.reused) for r in reports)
+    seconds = sum(r.seconds for r in reports)
+    for r in reports:
+        for line in r.dropped:
+            print(f"mrdiff prep: note: {line}", file=sys.stderr)
+    for line in failures:
+        print(f"mrdiff prep: error: {line}", file=sys.stderr)
+    summary = load_manifest(out).get("summary", {})
+    sets = ", ".join(f"{k}: {v['volumes']} volumes / {v['slices']} slices" for k, v in summary.items())
+    print(
+        f"mrdiff prep: {built} volumes built, {reused} reused, {len(failures)} failed in {seconds:.1f} s "
+        f"-> {out} ({sets})"
+    )
+    return 1 if failures else 0
