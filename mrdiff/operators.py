@@ -6,7 +6,7 @@ MRM 1999). Operators are immutable: a new mask or new maps means a new operator.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -122,8 +122,8 @@ def conjugate_gradient(
 ) -> torch.Tensor:
     """Batched conjugate gradient for ``(N + damping I) x = rhs`` with Hermitian PSD ``N``.
 
-    Hestenes & Stiefel (1952). Each batch item has its own step sizes; iteration stops when every
-    item's relative residual is below ``tol``.
+    Hestenes & Stiefel (1952). Each batch item has its own step sizes and stops (is frozen) once its
+    relative residual is below ``tol``, so results do not depend on the batch composition.
 
     Args:
         apply_normal: callable applying ``N`` to ``(B, ...)`` tensors (e.g. ``op.normal``).
@@ -143,14 +143,15 @@ def conjugate_gradient(
     rhs_norm = _bdot(rhs, rhs).real.clamp_min(1e-30)
     shape = (-1,) + (1,) * (rhs.ndim - 1)
     for _ in range(iters):
-        if bool((rs <= tol**2 * rhs_norm).all()):
+        active = rs > tol**2 * rhs_norm  # converged items are frozen (singular N: no round-off blow-up)
+        if not bool(active.any()):
             break
         Ap = apply_normal(p) + damping * p
-        alpha = rs / _bdot(p, Ap).real.clamp_min(1e-30)
+        alpha = torch.where(active, rs / _bdot(p, Ap).real.clamp_min(1e-30), torch.zeros_like(rs))
         x = x + alpha.reshape(shape).to(x.dtype) * p
         r = r - alpha.reshape(shape).to(r.dtype) * Ap
         rs_new = _bdot(r, r).real
-        beta = rs_new / rs.clamp_min(1e-30)
+        beta = torch.where(active, rs_new / rs.clamp_min(1e-30), torch.zeros_like(rs))
         p = r + beta.reshape(shape).to(r.dtype) * p
         rs = rs_new
     return x

@@ -1,0 +1,108 @@
+"""Shared machinery of the measurement-consistency methods (one method per module).
+
+A method is immutable after construction. The loop (``mrdiff.sampling.reverse_loop``) reads
+``needs_grad``, ``sampler`` and ``eta``; ``schedule`` maps an NFE budget to sigmas; ``prepare`` gives
+the start point (and may change the schedule, e.g. CCDF's truncation); ``__call__`` turns a prior
+:class:`~mrdiff.sampling.Step` into the corrected next state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import MappingProxyType
+
+import torch
+
+from mrdiff.errors import InputError
+from mrdiff.fft import fft2c, ifft2c
+from mrdiff.sampling import SAMPLERS, Step, batch_noise
+from mrdiff.schedules import karras_sigmas, steps_for_nfe, vp_sigmas
+
+BASE_DEFAULTS = {"sampler": "ancestral", "eta": 1.0, "schedule": "karras", "rho": 7.0}
+
+
+def _coerce(name: str, value, default):
+    """Convert a command-line string (or number) to the type of the default."""
+    try:
+        if isinstance(default, bool):
+            return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
+        return type(default)(value)
+    except (TypeError, ValueError):
+        raise InputError(f"parameter '{name}': cannot read {value!r} as {type(default).__name__}") from None
+
+
+class Consistency:
+    """Base class: parameters, NFE -> schedule, noise start, and k-space helpers."""
+
+    needs_grad: bool = False
+    needs_init: bool = False
+    defaults: dict = {}
+
+    def __init__(self, **params) -> None:
+        allowed = {**BASE_DEFAULTS, **self.defaults}
+        unknown = sorted(set(params) - set(allowed))
+        if unknown:
+            raise InputError(
+                f"{self.name}: unknown parameter(s) {', '.join(unknown)} (known: {', '.join(allowed)})"
+            )
+        merged = {k: _coerce(k, params.get(k, v), v) for k, v in allowed.items()}
+        if merged["sampler"] not in SAMPLERS:
+            raise InputError(
+                f"{self.name}: sampler must be one of {', '.join(SAMPLERS)}, got {merged['sampler']}"
+            )
+        self.params = MappingProxyType(merged)
+
+    @property
+    def name(self) -> str:
+        """Registry-style name of the method."""
+        return type(self).__name__.lower()
+
+    @property
+    def sampler(self) -> str:
+        """Prior step used by the loop."""
+        return self.params["sampler"]
+
+    @property
+    def eta(self) -> float:
+        """DDIM eta (ignored by ancestral and Heun)."""
+        return self.params["eta"]
+
+    def schedule(self, nfe: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
+        """Sigmas using at most ``nfe`` denoiser calls: Karras (rho) or a VP linear/cosine sub-sequence."""
+        n = steps_for_nfe(nfe, self.sampler)
+        kind = self.params["schedule"]
+        if kind == "karras":
+            return karras_sigmas(n, sigma_min, sigma_max, self.params["rho"])
+        if kind in ("vp-linear", "vp-cosine"):
+            sig = vp_sigmas(n, kind[3:])
+            return torch.cat([sig[:-1].clamp(sigma_min, sigma_max), sig[-1:]])
+        raise InputError(f"{self.name}: unknown schedule '{kind}' (karras, vp-linear, vp-cosine)")
+
+    def prepare(
+        self, y: torch.Tensor, op, sigmas: torch.Tensor, generators: Sequence[torch.Generator], init=None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Start from pure noise at ``sigmas[0]``: ``x = sigma_max * (randn + 1j randn)``, ``(B, H, W)``."""
+        like = torch.zeros(y.shape[:1] + y.shape[-2:], dtype=y.dtype, device=y.device)
+        return float(sigmas[0]) * batch_noise(like, generators), sigmas
+
+    def __call__(
+        self, step: Step, y: torch.Tensor, op, generators: Sequence[torch.Generator]
+    ) -> torch.Tensor:
+        raise TypeError(f"{type(self).__name__} does not define a correction")
+
+
+def noised_measurement(y, op, sigma: float, generators) -> torch.Tensor:
+    """``y + sigma A z``: the measurement of ``x0 + sigma z`` (``y`` at noise level sigma), ``(B,C,H,W)``."""
+    if sigma == 0:
+        return y
+    like = torch.zeros(y.shape[:1] + y.shape[-2:], dtype=y.dtype, device=y.device)
+    return y + sigma * op.A(batch_noise(like, generators))
+
+
+def replace_kspace(
+    x: torch.Tensor, y: torch.Tensor, op, region: torch.Tensor, lam: float = 1.0
+) -> torch.Tensor:
+    """Coil-wise k-space replacement on ``region``: ``k <- k + lam * region * (y - k)``; ``(B, H, W)``."""
+    k = fft2c(op.coils(x))
+    k = torch.where(region.to(k.device), k + lam * (y - k), k)
+    return op.combine(ifft2c(k))

@@ -1,0 +1,34 @@
+"""ILVR: iterative latent variable refinement through a k-space low-pass filter."""
+
+from __future__ import annotations
+
+import torch
+
+from mrdiff.consistency.base import Consistency, noised_measurement, replace_kspace
+
+
+def lowpass_region(shape: tuple[int, int], factor: float) -> torch.Tensor:
+    """Central k-space box keeping ``1/factor`` of the frequencies along each axis, bool ``(H, W)``."""
+    H, W = shape
+    ky = (torch.arange(H) - H // 2).abs()[:, None]
+    kx = (torch.arange(W) - W // 2).abs()[None, :]
+    return (ky <= H / (2 * factor)) & (kx <= W / (2 * factor))
+
+
+class ILVR(Consistency):
+    """Choi et al., ICCV 2021, Eq. 6 / Alg. 1: ``x <- phi(y_t) + (I - phi)(x')`` with phi a low-pass filter.
+
+    Here phi is the restriction to the measured k-space inside a central box (``1/factor`` of the
+    frequencies per axis): only low-frequency measured data are imposed, noised to the current
+    level (``y + sigma_next * A z``); high frequencies are left to the prior.
+
+    Measurement noise: the low-frequency measurements are imposed as measured (noise kept); no
+    exact consistency is claimed, so high-frequency noise is not fitted.
+    """
+
+    defaults = {"factor": 4.0}
+
+    def __call__(self, step, y, op, generators):
+        region = op.mask & lowpass_region(tuple(y.shape[-2:]), self.params["factor"])
+        y_t = noised_measurement(y, op, step.sigma_next, generators)
+        return replace_kspace(step.x_next, y_t, op, region)
