@@ -1,0 +1,137 @@
+"""Every registered consistency method on a small Gaussian-prior problem (CPU, seconds)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mrdiff.consistency import REGISTRY
+from mrdiff.errors import InputError
+from mrdiff.noise import make_generator
+from mrdiff.operators import CartesianOperator
+from mrdiff.priors.gaussian import GaussianPrior
+from mrdiff.reconstruct import estimate_scale, reconstruct
+from mrdiff.sampling import reverse_loop
+
+H = W = 16
+NFE = 12
+EXACT = ("pocs", "ccdf", "repaint")  # exactly consistent on the mask (single-coil, noiseless y)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _prior() -> GaussianPrior:
+    ky = (torch.arange(H) - H // 2).double()[:, None]
+    kx = (torch.arange(W) - W // 2).double()[None, :]
+    return GaussianPrior(
+        torch.full((H, W), 0.2 + 0.1j, dtype=torch.complex128), 4.0 / (1 + ky**2 + kx**2), True
+    )
+
+
+def _mask() -> torch.Tensor:
+    mask = torch.zeros(W, dtype=torch.bool)
+    mask[::3] = True
+    mask[W // 2 - 2 : W // 2 + 2] = True
+    return mask
+
+
+def _maps(B: int) -> torch.Tensor:
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, H), torch.linspace(-1, 1, W), indexing="ij")
+    m = torch.stack([torch.exp(-((xx - 0.7) ** 2)) * (1 + 0.3j * yy), torch.exp(-((xx + 0.7) ** 2)) + 0j])
+    m = m / (m.abs() ** 2).sum(0).sqrt()
+    return m.to(torch.complex64).expand(B, -1, -1, -1).clone()
+
+
+def _problem(coils: bool, B: int = 2):
+    prior = _prior()
+    op = CartesianOperator(_mask(), _maps(B) if coils else None)
+    x = prior.sample(B, make_generator(3)).to(torch.complex64)
+    return prior, op, op.A(x), x
+
+
+def _gens(B: int, base: int = 0):
+    return [make_generator(base + i) for i in range(B)]
+
+
+def _unconditional(prior, op, y):
+    """The same prior walk with no data term (POCS with lam = 0), on the scale of ``y``."""
+    m = REGISTRY["pocs"](lam=0.0)
+    s = estimate_scale(y, op)[:, None, None, None]
+    gens = _gens(y.shape[0])
+    x, sig = m.prepare(y / s, op, m.schedule(NFE, prior.sigma_min, prior.sigma_max), gens)
+    x, _ = reverse_loop(prior, x, sig, m, y / s, op, gens)
+    return x * s[:, :, 0]
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+@pytest.mark.parametrize("coils", [False, True])
+def test_shapes_dtypes_and_residual_decrease(name, coils):
+    prior, op, y, _ = _problem(coils)
+    res = reconstruct(y, op, name, prior, nfe=NFE, generators=_gens(2), init=op.AH(y))
+    assert res.mean.shape == (2, H, W) and res.mean.dtype == torch.complex64
+    assert res.std.shape == (2, H, W) and res.residual.shape == (2,)
+    assert 1 <= res.nfe <= NFE and torch.isfinite(res.mean).all()
+    start = op.residual(_unconditional(prior, op, y), y)
+    assert torch.all(res.residual < 0.7 * start), (res.residual, start)
+
+
+@pytest.mark.parametrize("name", EXACT)
+def test_exact_consistency_on_mask(name):
+    prior, op, y, _ = _problem(False)
+    res = reconstruct(y, op, name, prior, nfe=NFE, generators=_gens(2), init=op.AH(y))
+    assert float(res.residual.max()) < 1e-5
+    clean = reconstruct(y, op, "pocs", prior, nfe=NFE, generators=_gens(2), params={"clean": True})
+    assert float(clean.residual.max()) < 1e-5
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_same_seed_identical_and_batch_independent(name):
+    prior, op, y, _ = _problem(True, B=2)
+    init = op.AH(y)
+    a = reconstruct(y, op, name, prior, nfe=6, generators=_gens(2), init=init)
+    b = reconstruct(y, op, name, prior, nfe=6, generators=_gens(2), init=init)
+    assert torch.equal(a.mean, b.mean)
+    op1 = CartesianOperator(_mask(), _maps(1))
+    one = reconstruct(y[1:], op1, name, prior, nfe=6, generators=_gens(1, base=1), init=init[1:])
+    assert torch.allclose(one.mean, a.mean[1:], rtol=1e-4, atol=1e-5)
+
+
+def test_methods_declare_what_the_loop_needs():
+    assert {n for n, c in REGISTRY.items() if c.needs_grad} == {"mcg", "dps"}
+    assert REGISTRY["ccdf"].needs_init
+    for cls in REGISTRY.values():
+        first = cls.__doc__.strip().splitlines()[0]
+        assert any(str(year) in first for year in range(2020, 2025)), first
+
+
+def test_ccdf_starts_near_init_and_spends_budget_below_t0():
+    prior, op, y, x = _problem(False)
+    m = REGISTRY["ccdf"](sigma_t0=0.5)
+    sig = m.schedule(10, prior.sigma_min, prior.sigma_max)
+    assert abs(float(sig[0]) - 0.5) < 1e-12 and len(sig) == 11 and sig[-1] == 0
+    start, _ = m.prepare(y, op, sig, _gens(2), init=x)
+    assert float((start - x).abs().pow(2).mean().sqrt()) < 2 * 0.5 * 1.5
+
+
+def test_repaint_and_heun_respect_nfe_budget():
+    prior, op, y, _ = _problem(False)
+    for name, params in [("repaint", {"jump_length": 3, "resample": 2}), ("pocs", {"sampler": "heun"})]:
+        res = reconstruct(y, op, name, prior, nfe=15, generators=_gens(2), params=params)
+        assert 12 <= res.nfe <= 15, (name, res.nfe)
+
+
+def test_parameters_are_checked_and_coerced():
+    with pytest.raises(InputError, match="unknown parameter"):
+        REGISTRY["dds"](zeta=1.0)
+    with pytest.raises(InputError, match="cannot read"):
+        REGISTRY["dds"](cg_iters="many")
+    m = REGISTRY["dds"](cg_iters="3", eta="0.5", sampler="ddim")
+    assert m.params["cg_iters"] == 3 and m.eta == 0.5
+    with pytest.raises(TypeError):
+        m.params["eta"] = 1.0  # immutable after construction
