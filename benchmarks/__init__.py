@@ -1,0 +1,1 @@
+"""Benchmark harness, supervised-baseline training and published results (see benchmarks/README.md)."""

@@ -1,0 +1,95 @@
+"""Which rows a benchmark runs: method configurations (from the val sweep) and slice subsets.
+
+A params file (YAML, written by ``mrdiff bench --sweep``) maps a row label to its registered method,
+NFE and parameters, e.g.::
+
+    methods:
+      cs-l1: {method: cs-l1, params: {lamda: 0.002}}
+      ccdf-unet: {method: ccdf, nfe: 10, params: {init: unet, sigma_t0: 1.0}}
+
+A label not in the file is a registered method name with its defaults.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from benchmarks.harness import MethodConfig
+from mrdiff.errors import InputError
+from mrdiff.pipeline import all_methods, diffusion_methods
+
+DEFAULT_PARAMS = Path(__file__).resolve().parent / "params" / "open-brain-128.yaml"
+
+
+def read_params(path: Path | None) -> dict:
+    """The ``methods`` mapping of a params file (empty when ``path`` is None or missing)."""
+    if path is None or not Path(path).exists():
+        if path is not None and Path(path) != DEFAULT_PARAMS:
+            raise InputError(f"{path}: no such params file")
+        return {}
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as err:
+        raise InputError(f"{path}: not valid YAML ({err.__class__.__name__})") from None
+    methods = data.get("methods", {})
+    if not isinstance(methods, dict):
+        raise InputError(f"{path}: 'methods' must be a mapping of label -> settings")
+    return methods
+
+
+def method_config(label: str, table: dict, nfe: int | None = None, samples: int = 1) -> MethodConfig:
+    """The row ``label``: from the params table, else the registered method with defaults.
+
+    ``nfe`` (when given) overrides the table's NFE of a diffusion method.
+    """
+    entry = dict(table.get(label, {"method": label}))
+    name = entry.get("method", label)
+    if name not in all_methods():
+        raise InputError(
+            f"unknown method '{label}' (choose from {', '.join(all_methods())} or a params label)"
+        )
+    params = dict(entry.get("params") or {})
+    init = params.get("init")
+    if init is not None and init not in all_methods():
+        raise InputError(f"method '{label}': unknown init '{init}'")
+    is_diff = name in diffusion_methods()
+    n = int(nfe if (nfe is not None and is_diff) else entry.get("nfe", 50))
+    return MethodConfig(label, name, params, n if is_diff else 0, samples if is_diff else 1)
+
+
+def method_configs(
+    labels: list[str], table: dict, nfes: list[int] | None, samples: int = 1
+) -> list[MethodConfig]:
+    """Rows for ``labels``; a diffusion row appears once per NFE in ``nfes`` (or once at its own NFE)."""
+    out = []
+    for label in labels:
+        base = method_config(label, table, None, samples)
+        if base.name in diffusion_methods() and nfes:
+            out += [method_config(label, table, n, samples) for n in nfes]
+        else:
+            out.append(base)
+    return out
+
+
+def pick_slices(n_slices: int, count: int | None) -> list[int]:
+    """``count`` slices evenly spread over the central 60% of a volume (all when None or too many)."""
+    if count is None or count >= n_slices:
+        return list(range(n_slices))
+    if count < 1:
+        raise InputError(f"--slices-per-volume must be >= 1, got {count}")
+    lo, hi = int(np.floor(0.2 * (n_slices - 1))), int(np.ceil(0.8 * (n_slices - 1)))
+    picks = np.unique(np.round(np.linspace(lo, hi, count)).astype(int)).tolist()
+    return picks if len(picks) == count else list(range(n_slices))[:count]
+
+
+def split_list(text: str | None, kind=str) -> list:
+    """``"a,b"`` -> ``["a", "b"]`` converted with ``kind``."""
+    if not text:
+        return []
+    try:
+        return [kind(t.strip()) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise InputError(f"cannot read '{text}' as a comma-separated list of {kind.__name__}") from None

@@ -1,0 +1,245 @@
+"""The benchmark grid: every method on every (mask, acceleration, seed) cell, resumable.
+
+Each cell reconstructs the chosen slices of every volume with ``mrdiff.pipeline.reconstruct_volume``
+(the very function behind ``mrdiff recon``), writes the reconstructions as fastMRI submission files,
+scores them with ``mrdiff.metrics`` (fastMRI ``evaluate.py``) and finally writes
+``cells/<key>.json`` atomically. A rerun skips every cell whose JSON exists.
+
+ESPIRiT maps depend only on (slice, mask), not on the method, so they are estimated once per cell
+group before any method is timed (:func:`shared_maps`); ``seconds_per_slice`` therefore excludes map
+estimation for every method alike, and the map time is recorded separately.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import mrdiff.pipeline as pipeline
+from mrdiff.atomic import atomic_path
+from mrdiff.errors import InputError
+from mrdiff.io import VolumeInfo, center_crop, read_slice, write_reconstruction
+from mrdiff.masks import MASK_KINDS, sampling_fraction
+from mrdiff.metrics import volume_metrics
+from mrdiff.pipeline import MaskSpec, MethodSpec, reconstruct_volume, volume_mask
+
+#: fastMRI's centre fractions for 1-D masks (4x: 8%, 8x: 4%); 2-D Poisson keeps an 8% square
+CENTER_FRACTIONS = {4: 0.08, 8: 0.04}
+POISSON_CENTER_FRACTION = 0.08
+
+
+def center_fraction(mask: str, accel: float) -> float:
+    """Centre fraction used for ``mask`` at ``accel`` (fastMRI convention for 1-D masks)."""
+    if mask == "poisson":
+        return POISSON_CENTER_FRACTION
+    return CENTER_FRACTIONS.get(int(accel), 0.32 / accel) if float(accel).is_integer() else 0.32 / accel
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """A benchmark row: ``label`` (shown), registered ``name``, parameters, NFE and samples."""
+
+    label: str
+    name: str
+    params: dict = field(default_factory=dict)
+    nfe: int = 50
+    samples: int = 1
+
+    @property
+    def is_diffusion(self) -> bool:
+        """True for methods of ``mrdiff.consistency.REGISTRY``."""
+        return self.name in pipeline.diffusion_methods()
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One method on one (mask, acceleration, seed)."""
+
+    method: MethodConfig
+    mask: str
+    accel: float
+    seed: int
+
+    @property
+    def key(self) -> str:
+        """File-system name of the cell."""
+        nfe = f"__nfe{self.method.nfe}" if self.method.is_diffusion else ""
+        return f"{self.method.label}__{self.mask}__{self.accel:g}x{nfe}__s{self.seed}"
+
+    @property
+    def mask_spec(self) -> MaskSpec:
+        """Seed 0 uses fastMRI's per-file mask seed; seed s > 0 mixes s in."""
+        cf = center_fraction(self.mask, self.accel)
+        return MaskSpec(self.mask, float(self.accel), cf, None if self.seed == 0 else self.seed)
+
+
+def plan(methods: list[MethodConfig], masks: list[str], accels: list[float], seeds: int) -> list[Cell]:
+    """All cells, grouped by (mask, accel, seed) so shared maps are reused across methods."""
+    bad = [m for m in masks if m not in MASK_KINDS]
+    if bad:
+        raise InputError(f"unknown mask(s) {bad} (choose from {', '.join(MASK_KINDS)})")
+    if any(not a >= 1 for a in accels) or seeds < 1:
+        raise InputError("accelerations must be >= 1 and --seeds >= 1")
+    return [Cell(m, mk, a, s) for mk in masks for a in accels for s in range(seeds) for m in methods]
+
+
+@contextlib.contextmanager
+def shared_maps(capacity: int = 256) -> Iterator[dict]:
+    """Memoise ESPIRiT maps inside the pipeline by (k-space, mask) content; restored on exit.
+
+    The cache key is a SHA-1 of the masked k-space and the mask, so a hit returns exactly what
+    ``estimate_maps`` would compute for those inputs. Yields the stats dict ``{hits, misses, seconds}``.
+    """
+    original = pipeline.estimate_maps
+    cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+    stats = {"hits": 0, "misses": 0, "seconds": 0.0}
+
+    def cached(y: torch.Tensor, mask: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        h = hashlib.sha1(y.detach().cpu().numpy().tobytes())
+        h.update(mask.detach().cpu().numpy().tobytes() + repr((tuple(y.shape), args, kwargs)).encode())
+        key = h.hexdigest()
+        if key in cache:
+            stats["hits"] += 1
+            cache.move_to_end(key)
+            return cache[key].clone()
+        t0 = time.perf_counter()
+        cache[key] = original(y, mask, *args, **kwargs)
+        stats["seconds"] += time.perf_counter() - t0
+        stats["misses"] += 1
+        if len(cache) > capacity:
+            cache.popitem(last=False)
+        return cache[key].clone()
+
+    pipeline.estimate_maps = cached
+    try:
+        yield stats
+    finally:
+        pipeline.estimate_maps = original
+
+
+def prewarm_maps(volumes: list[VolumeInfo], cell: Cell, slices: dict[str, list[int]]) -> None:
+    """Estimate the maps of every slice of ``cell``'s mask before any method is timed."""
+    for info in volumes:
+        mask = volume_mask(info, cell.mask_spec)
+        for s in slices[info.path.name]:
+            y = read_slice(info, s).kspace * mask.to(torch.bool)
+            if y.shape[0] > 1:
+                pipeline.estimate_maps(y, mask)
+
+
+def _target(info: VolumeInfo, slices: list[int]) -> np.ndarray | None:
+    if info.target_key is None:
+        return None
+    return np.stack([center_crop(read_slice(info, s).target.numpy(), info.recon_size) for s in slices])
+
+
+def run_cell(
+    cell: Cell,
+    volumes: list[VolumeInfo],
+    slices: dict[str, list[int]],
+    out: Path,
+    denoiser: object | None,
+    device: str,
+) -> dict:
+    """Reconstruct, write and score one cell; returns its record (also written to ``cells/``)."""
+    m = cell.method
+    spec = MethodSpec(
+        m.name, dict(m.params), denoiser if m.is_diffusion else None, m.nfe, m.samples, cell.seed, device, 1
+    )
+    rows, t0 = [], time.perf_counter()
+    for info in volumes:
+        idx = slices[info.path.name]
+        result = reconstruct_volume(info, spec, cell.mask_spec, idx)
+        attrs = {
+            "method": m.label,
+            "base_method": m.name,
+            "params": m.params,
+            "nfe": result.nfe,
+            "seconds_per_slice": result.seconds_per_slice,
+            "device": device,
+            "slices": idx,
+            "mask": cell.mask,
+            "accel": cell.accel,
+            "seed": cell.seed,
+            "prior_sha256": getattr(denoiser, "sha256", "") if m.is_diffusion else "",
+        }
+        write_reconstruction(
+            out / "recons" / cell.key / info.path.name,
+            result.reconstruction,
+            attrs,
+            {"residual": result.residual, "mask": result.mask.numpy(), "zero_filled": result.zero_filled},
+        )
+        row = {
+            "volume": info.path.name,
+            "n_slices": len(idx),
+            "nfe": result.nfe,
+            "seconds_per_slice": result.seconds_per_slice,
+            "residual": float(np.mean(result.residual)),
+            "sampling_fraction": sampling_fraction(result.mask, info.shape[2:]),
+        }
+        target = _target(info, idx)
+        if target is not None:
+            row.update(volume_metrics(target, result.reconstruction))
+        rows.append(row)
+    record = {
+        "key": cell.key,
+        "method": asdict(m),
+        "mask": cell.mask,
+        "accel": cell.accel,
+        "seed": cell.seed,
+        "center_fraction": cell.mask_spec.center_fraction,
+        "device": device,
+        "prior_sha256": getattr(denoiser, "sha256", "") if m.is_diffusion else "",
+        "seconds": time.perf_counter() - t0,
+        "volumes": rows,
+    }
+    with atomic_path(out / "cells" / f"{cell.key}.json") as tmp:
+        tmp.write_text(json.dumps(record, indent=1))
+    return record
+
+
+def load_record(out: Path, cell: Cell) -> dict | None:
+    """The finished record of ``cell``, or None."""
+    path = out / "cells" / f"{cell.key}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def run_grid(
+    cells: list[Cell],
+    volumes: list[VolumeInfo],
+    slices: dict[str, list[int]],
+    out: Path,
+    denoiser_fn: Callable[[], object],
+    device: str,
+    progress: Callable[[str, dict | None], None] | None = None,
+) -> dict:
+    """Run every unfinished cell; returns ``{ran, skipped, maps_seconds, seconds}``.
+
+    ``denoiser_fn`` is called once, and only if an unfinished cell needs the diffusion prior.
+    """
+    todo = [c for c in cells if load_record(out, c) is None]
+    stats = {"ran": 0, "skipped": len(cells) - len(todo), "maps_seconds": 0.0, "seconds": 0.0}
+    denoiser = denoiser_fn() if any(c.method.is_diffusion for c in todo) else None
+    t0, warmed = time.perf_counter(), set()
+    with shared_maps() as maps:
+        for cell in todo:
+            group = (cell.mask, cell.accel, cell.seed)
+            if group not in warmed:
+                prewarm_maps(volumes, cell, slices)
+                warmed.add(group)
+            record = run_cell(cell, volumes, slices, out, denoiser, device)
+            stats["ran"] += 1
+            if progress:
+                progress(cell.key, record)
+        stats["maps_seconds"] = maps["seconds"]
+    stats["seconds"] = time.perf_counter() - t0
+    return stats
