@@ -1,0 +1,183 @@
+"""Speed and quality of the diffusion reconstruction methods.
+
+Speed: seconds per slice of ``mrdiff.reconstruct.reconstruct`` per method at a fixed NFE, the time of
+one denoiser call ``t_D`` (no grad; and forward+backward for gradient methods) and the loop overhead
+``(t - NFE * t_D) / (NFE * t_D)``. Quality: PSNR/SSIM (fastMRI conventions, ``mrdiff.metrics``) vs NFE
+for the chosen methods on a few slices of the `val` split, through the same pipeline as ``mrdiff recon``.
+
+Example::
+
+    nice -n 10 .venv/bin/python -m benchmarks.recon_speed --prior runs/brain128/ckpt.pt \
+        --data data/open-brain-128/val --speed-methods all --quality-methods dds,ccdf --nfe 50 \
+        --quality-nfe 10,25,50 --accel 4,8 --volumes 2 --slices 2 --out runs/recon_speed.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mrdiff.atomic import atomic_path
+from mrdiff.consistency import REGISTRY
+from mrdiff.io import center_crop, list_volumes, open_volume, read_slice
+from mrdiff.metrics import volume_metrics
+from mrdiff.noise import make_generator
+from mrdiff.operators import CartesianOperator
+from mrdiff.pipeline import MaskSpec, MethodSpec, reconstruct_volume, volume_mask
+from mrdiff.reconstruct import reconstruct
+from mrdiff.sampling import denoise
+
+
+def _parse_params(items: list[str]) -> dict:
+    """``method.param=value`` pairs -> ``{method: {param: value}}``."""
+    out: dict = {}
+    for item in items:
+        key, value = item.split("=", 1)
+        method, param = key.split(".", 1)
+        out.setdefault(method, {})[param] = value
+    return out
+
+
+def time_denoiser(denoiser, x: torch.Tensor, grad: bool, repeats: int = 5) -> float:
+    """Median seconds of one denoiser call at sigma = 1 (forward+backward when ``grad``)."""
+    times = []
+    for _ in range(repeats + 1):
+        xin = x.detach().requires_grad_(grad)
+        t0 = time.perf_counter()
+        with torch.enable_grad() if grad else torch.no_grad():
+            out = denoise(denoiser, xin, 1.0)
+            if grad:
+                torch.autograd.grad(out.abs().pow(2).sum(), xin)
+        if x.is_cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[1:])
+
+
+def speed(denoiser, y, op, methods, nfe, params, init) -> list[dict]:
+    """Seconds per slice and loop overhead per method on one batch ``y``."""
+    B = y.shape[0]
+    x = op.AH(y)
+    t_plain, t_grad = time_denoiser(denoiser, x, False), time_denoiser(denoiser, x, True)
+    rows = []
+    for name in methods:
+        gens = [make_generator(i, y.device) for i in range(B)]
+        t0 = time.perf_counter()
+        res = reconstruct(y, op, name, denoiser, nfe=nfe, generators=gens, params=params.get(name), init=init)
+        if y.is_cuda:
+            torch.cuda.synchronize()
+        t = time.perf_counter() - t0
+        t_d = t_grad if REGISTRY[name].needs_grad else t_plain
+        rows.append(
+            {
+                "method": name,
+                "nfe": res.nfe,
+                "batch": B,
+                "s_per_slice": t / B,
+                "t_D": t_plain,
+                "t_D_grad": t_grad,
+                "overhead": (t - res.nfe * t_d) / (res.nfe * t_d),
+                "residual": float(res.residual.mean()),
+            }
+        )
+    return rows
+
+
+def quality(denoiser, files, methods, nfes, accels, slices, params, device) -> list[dict]:
+    """PSNR/SSIM vs NFE on the middle ``slices`` slices of each file."""
+    rows = []
+    for accel in accels:
+        for name in methods:
+            for nfe in nfes:
+                per_vol, secs = [], []
+                for path in files:
+                    info = open_volume(path)
+                    mid = info.shape[0] // 2
+                    idx = list(
+                        range(max(0, mid - slices // 2), min(info.shape[0], mid - slices // 2 + slices))
+                    )
+                    spec = MethodSpec(name, params.get(name, {}), denoiser, nfe, 1, 0, device, len(idx))
+                    out = reconstruct_volume(info, spec, MaskSpec("random", accel, 0.08), idx)
+                    target = np.stack([center_crop(read_slice(info, i).target, info.recon_size) for i in idx])
+                    per_vol.append(volume_metrics(target, out.reconstruction))
+                    secs.append(out.seconds_per_slice)
+                rows.append(
+                    {
+                        "method": name,
+                        "accel": accel,
+                        "nfe": nfe,
+                        "PSNR": float(np.mean([v["PSNR"] for v in per_vol])),
+                        "SSIM": float(np.mean([v["SSIM"] for v in per_vol])),
+                        "s_per_slice": float(np.mean(secs)),
+                    }
+                )
+    return rows
+
+
+def _speed_batch(files, slices, accel, device):
+    """``slices`` slices of the first file with its retrospective mask, as (y, op)."""
+    info = open_volume(files[0])
+    mask = volume_mask(info, MaskSpec("random", accel, 0.08))
+    from mrdiff.pipeline import _slice_inputs
+
+    parts = [_slice_inputs(info, i, mask) for i in range(min(slices, info.shape[0]))]
+    y = torch.stack([p[0] for p in parts]).to(device)
+    maps = None if parts[0][1] is None else torch.stack([p[1] for p in parts]).to(device)
+    return y, CartesianOperator(mask.to(device), maps)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; writes a JSON file and prints one line per row."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--prior", default=None, help="prior file or training checkpoint (default: shipped prior)")
+    p.add_argument("--data", default="data/open-brain-128/val", help="val directory (never test)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--speed-methods", default="all", help="comma list or 'all' or 'none'")
+    p.add_argument("--quality-methods", default="dds,ccdf", help="comma list or 'none'")
+    p.add_argument("--nfe", type=int, default=50, help="NFE for the speed runs")
+    p.add_argument("--quality-nfe", default="10,25,50", help="comma list of NFE for the quality runs")
+    p.add_argument("--accel", default="4,8", help="comma list of accelerations")
+    p.add_argument("--volumes", type=int, default=2, help="val volumes used")
+    p.add_argument("--slices", type=int, default=2, help="slices per volume")
+    p.add_argument("--batch", type=int, default=1, help="slices per batch in the speed runs")
+    p.add_argument("--set", action="append", default=[], help="method.param=value")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads")
+    p.add_argument("--out", default="runs/recon_speed.json", help="JSON output")
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    from mrdiff.priors import load_prior
+
+    denoiser = load_prior(a.prior, a.device)
+    files = list_volumes(a.data)[: a.volumes]
+    params = _parse_params(a.set)
+    accels = [float(v) for v in a.accel.split(",")]
+    result = {"prior": a.prior, "device": a.device, "threads": a.threads, "speed": [], "quality": []}
+    if a.speed_methods != "none":
+        methods = list(REGISTRY) if a.speed_methods == "all" else a.speed_methods.split(",")
+        y, op = _speed_batch(files, a.batch, accels[0], a.device)
+        init = op.AH(y)  # zero-filled warm start for CCDF (the speed of the baseline is not counted)
+        for row in speed(denoiser, y, op, methods, a.nfe, params, init):
+            result["speed"].append(row)
+            print(json.dumps(row), flush=True)
+    if a.quality_methods != "none":
+        nfes = [int(v) for v in a.quality_nfe.split(",")]
+        rows = quality(
+            denoiser, files, a.quality_methods.split(","), nfes, accels, a.slices, params, a.device
+        )
+        for row in rows:
+            result["quality"].append(row)
+            print(json.dumps(row), flush=True)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(a.out) as tmp:
+        Path(tmp).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
