@@ -1,0 +1,183 @@
+"""Training images from prepared HDF5 volumes, augmentation and the seeded per-step batch order.
+
+Each ``.h5`` file (contract 1) holds ``image`` complex64 ``(S, H, W)`` (complex ground truth); files
+without it fall back to ``reconstruction_rss`` (a real magnitude image). Slices are centre-cropped or
+zero-padded to the configured square resolution and kept in memory. Which slices form the batch of a
+given step, and how each one is augmented, depend only on the generator the training loop seeds per
+(step, rank), so a resumed run sees exactly the data an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mrdiff.config import DataConfig
+from mrdiff.errors import InputError
+from mrdiff.scaling import image_scale
+
+
+def center_fit(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Centre-crop or zero-pad the last two axes of ``x`` (..., H, W) to ``(size, size)``."""
+    h, w = x.shape[-2:]
+    top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
+    x = x[..., top : top + size, left : left + size]
+    h, w = x.shape[-2:]
+    ph, pw = size - h, size - w
+    if ph or pw:
+        pad = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
+        if x.is_complex():
+            x = torch.complex(F.pad(x.real, pad), F.pad(x.imag, pad))
+        else:
+            x = F.pad(x, pad)
+    return x
+
+
+def _read_volume(path: Path) -> torch.Tensor:
+    """Complex64 ``(S, H, W)`` ground truth of one prepared volume."""
+    try:
+        with h5py.File(path, "r") as f:
+            if "image" in f:
+                arr = np.asarray(f["image"][()])
+            elif "reconstruction_rss" in f:
+                arr = np.asarray(f["reconstruction_rss"][()])
+            else:
+                raise InputError(f"{path}: has neither 'image' nor 'reconstruction_rss'")
+    except OSError as err:
+        raise InputError(f"{path}: cannot read HDF5 file ({err})") from err
+    if arr.ndim != 3:
+        raise InputError(f"{path}: expected (S, H, W) images, got shape {arr.shape}")
+    x = torch.from_numpy(arr.astype(np.complex64))
+    if not torch.isfinite(torch.view_as_real(x)).all():
+        raise InputError(f"{path}: images contain NaN or Inf")
+    return x
+
+
+def load_slices(data_dir: str | Path, cfg: DataConfig) -> tuple[torch.Tensor, list[str]]:
+    """All usable slices of the ``.h5`` volumes in ``data_dir``.
+
+    Slices whose ``image_scale`` is below ``cfg.min_rel_scale`` times the volume's largest slice scale
+    (nearly empty slices at the ends of a volume) are dropped.
+
+    Returns:
+        images complex64 ``(N, R, R)`` with ``R = cfg.resolution``, and ``file:slice`` names ``(N,)``.
+    """
+    files = sorted(Path(data_dir).glob("*.h5"))
+    if not files:
+        raise InputError(f"no .h5 volumes found in {data_dir}")
+    images, names = [], []
+    for path in files:
+        x = center_fit(_read_volume(path), cfg.resolution)
+        scale = image_scale(x)
+        keep = scale >= cfg.min_rel_scale * scale.max()
+        images.append(x[keep])
+        names += [f"{path.name}:{int(i)}" for i in torch.nonzero(keep).flatten()]
+    return torch.cat(images), names
+
+
+def smooth_field(shape: tuple[int, int], generator: torch.Generator, knots: int = 4) -> torch.Tensor:
+    """Random smooth field ``(H, W)`` in about [-1, 1]: bicubic upsampling of a knots x knots grid."""
+    coarse = torch.rand((1, 1, knots, knots), generator=generator) * 2 - 1
+    return F.interpolate(coarse, size=shape, mode="bicubic", align_corners=True)[0, 0]
+
+
+def _uniform(generator: torch.Generator, lo: float, hi: float) -> float:
+    return lo + (hi - lo) * float(torch.rand((), generator=generator))
+
+
+def remap_intensity(mag: torch.Tensor, generator: torch.Generator, knots: int, monotone: bool):
+    """Random piecewise-linear tissue-intensity curve with f(0) = 0 (T2/PD-like contrast changes).
+
+    Args:
+        mag: real ``(H, W)`` magnitude, 99th percentile about 1.
+        knots: number of curve knots over [0, 1.2].
+        monotone: keep intensity order (a monotone curve) or allow inversions (e.g. bright CSF).
+
+    Returns:
+        real ``(H, W)`` remapped magnitude.
+    """
+    u = torch.linspace(0.0, 1.2, knots)
+    v = torch.rand(knots, generator=generator) * 0.9 + 0.1
+    v = torch.sort(v).values if monotone else v
+    v[0] = 0.0
+    m = mag.clamp(0, 1.2)
+    idx = torch.clamp(torch.searchsorted(u, m.flatten(), right=True) - 1, 0, knots - 2)
+    t = (m.flatten() - u[idx]) / (u[idx + 1] - u[idx])
+    out = v[idx] + t * (v[idx + 1] - v[idx])
+    return out.reshape(mag.shape) + (mag - m).clamp_min(0) * v[-1]
+
+
+def augment(x: torch.Tensor, cfg: DataConfig, generator: torch.Generator) -> torch.Tensor:
+    """Contrast, bias, phase and orientation augmentation of one complex image ``(H, W)``."""
+    scale = image_scale(x[None])[0]
+    mag, phase = x.abs() / scale, x.angle()
+    if cfg.remap_prob > 0 and _uniform(generator, 0, 1) < cfg.remap_prob:
+        monotone = _uniform(generator, 0, 1) < cfg.remap_monotone_prob
+        mag = remap_intensity(mag, generator, cfg.remap_knots, monotone)
+    gamma = float(np.exp(_uniform(generator, *np.log(cfg.gamma))))
+    mag = mag.clamp_min(0) ** gamma
+    if cfg.bias_field > 0:
+        mag = mag * torch.exp(cfg.bias_field * smooth_field(mag.shape, generator))
+    if cfg.phase_prob > 0 and _uniform(generator, 0, 1) < cfg.phase_prob:
+        extra = cfg.phase_strength * smooth_field(mag.shape, generator)
+        phase = phase + extra + _uniform(generator, -np.pi, np.pi)
+    y = torch.polar(mag.float(), phase.float())
+    if cfg.flips and _uniform(generator, 0, 1) < 0.5:
+        y = y.flip(-1)
+    if cfg.flips and _uniform(generator, 0, 1) < 0.5:
+        y = y.flip(-2)
+    if cfg.rot90 and y.shape[-1] == y.shape[-2]:
+        y = torch.rot90(y, int(torch.randint(4, (), generator=generator)), dims=(-2, -1))
+    return y
+
+
+def normalise(x: torch.Tensor) -> torch.Tensor:
+    """Divide each image ``(B, H, W)`` by its ``mrdiff.scaling.image_scale``."""
+    return x / image_scale(x)[:, None, None]
+
+
+class SliceDataset:
+    """All usable slices of a directory of prepared volumes, in memory (see :func:`load_slices`).
+
+    Args:
+        data_dir: directory of ``.h5`` volumes.
+        resolution: square size the slices are cropped / padded to.
+        min_rel_scale: drop slices below this fraction of their volume's largest image_scale.
+    """
+
+    def __init__(self, data_dir: str | Path, resolution: int, min_rel_scale: float = 0.1):
+        cfg = DataConfig(resolution=resolution, min_rel_scale=min_rel_scale)
+        self.images, self.names = load_slices(data_dir, cfg)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+
+def to_channels(x: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """Complex ``(B, H, W)`` -> real ``(B, 2, H, W)`` (real, imag) or ``(B, 1, H, W)`` magnitude."""
+    if in_channels == 1:
+        return x.abs()[:, None].float()
+    return torch.stack([x.real, x.imag], dim=1).float()
+
+
+def training_batch(
+    data: SliceDataset, cfg: DataConfig, batch: int, in_channels: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Random augmented, normalised batch drawn with ``generator`` (seeded per step and rank).
+
+    Returns:
+        real ``(batch, in_channels, R, R)`` images, each with image_scale 1 before channel split.
+    """
+    idx = torch.randint(len(data), (batch,), generator=generator)
+    x = torch.stack([augment(data.images[int(i)], cfg, generator) for i in idx])
+    return to_channels(normalise(x), in_channels)
+
+
+def validation_batch(data: SliceDataset, n: int, in_channels: int) -> torch.Tensor:
+    """``n`` evenly spaced validation slices, normalised, not augmented: ``(n, in_channels, R, R)``."""
+    idx = torch.linspace(0, len(data) - 1, min(n, len(data))).round().long()
+    return to_channels(normalise(data.images[idx]), in_channels)

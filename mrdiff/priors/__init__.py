@@ -1,0 +1,55 @@
+"""Diffusion priors: the U-Net denoiser with EDM preconditioning and its loader (contract 2).
+
+``load_prior(None)`` loads the shipped ``weights/brain128-cpu.pt`` from the repository, without any
+network access; ``load_prior(path)`` loads a shipped prior or a training checkpoint (its EMA weights).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from mrdiff.config import from_dict
+from mrdiff.errors import InputError
+from mrdiff.priors.checkpoint import load_checkpoint, load_weights, sha256_file
+from mrdiff.priors.precond import Denoiser, EDMPrecond
+
+DEFAULT_PRIOR = "brain128-cpu"
+
+
+def default_prior_path() -> Path:
+    """Path of the shipped default prior (``weights/brain128-cpu.pt`` next to the package)."""
+    return Path(__file__).resolve().parents[2] / "weights" / f"{DEFAULT_PRIOR}.pt"
+
+
+def build_denoiser(config: dict) -> Denoiser:
+    """A randomly initialised :class:`Denoiser` for a plain config dict."""
+    cfg = from_dict(config)
+    return Denoiser(EDMPrecond(cfg.model), config)
+
+
+def load_prior(path: str | Path | None = None, device: str | torch.device = "cpu") -> Denoiser:
+    """Load a prior as a frozen, eval-mode :class:`Denoiser` on ``device``.
+
+    Args:
+        path: a prior file or a training checkpoint; None loads the shipped default.
+        device: where the weights go.
+
+    Returns:
+        Denoiser with ``sha256``, ``sigma_min``, ``sigma_max`` and ``config`` set.
+    """
+    path = default_prior_path() if path is None else Path(path)
+    if not path.exists() and path == default_prior_path():
+        raise InputError(f"the shipped prior {path} is missing; pass --prior or restore weights/")
+    state = load_checkpoint(path)
+    if "ema" not in state:
+        raise InputError(f"checkpoint {path} holds no EMA weights")
+    denoiser = build_denoiser(state["config"])
+    load_weights(denoiser.model, state["ema"], path)
+    denoiser.sha256 = sha256_file(path)
+    denoiser.eval().requires_grad_(False)
+    return denoiser.to(device)
+
+
+__all__ = ["Denoiser", "EDMPrecond", "build_denoiser", "default_prior_path", "load_prior"]

@@ -1,0 +1,104 @@
+"""Checkpoints: tensors and plain types only, written atomically, read with ``weights_only=True``.
+
+A training checkpoint is a dict ``{format, config, step, model, ema, optimizer, elapsed_s, history}``;
+a shipped prior is ``{format, config, step, ema, meta}``. Nothing in a file is ever executed: a file
+that needs unpickling of arbitrary objects is refused with a clear error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mrdiff.atomic import atomic_path
+from mrdiff.config import from_dict
+from mrdiff.errors import InputError
+
+FORMAT = "mrdiff-prior-v1"
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    """Write ``state`` atomically (a reader never sees a half-written file)."""
+    with atomic_path(path) as tmp:
+        torch.save(dict(state, format=FORMAT), tmp)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint safely; InputError if missing, not a checkpoint, or holding pickled objects."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else "unpickling error"
+        raise InputError(
+            f"checkpoint {path} holds pickled Python objects, not only tensors and plain types; "
+            f"refusing to load it ({first[:160]})"
+        ) from err
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise InputError(f"checkpoint {path} is not a readable torch file ({str(err)[:160]})") from err
+    if not isinstance(state, dict) or state.get("format") != FORMAT or "config" not in state:
+        raise InputError(f"checkpoint {path} is not an mrdiff prior (format {FORMAT!r} expected)")
+    from_dict(state["config"])  # validates the stored config
+    return state
+
+
+def check_compatible(stored: dict[str, Any], wanted: dict[str, Any], path: str | Path) -> None:
+    """Raise InputError if the stored model/resolution differs from ``wanted`` (both config dicts).
+
+    Compares every ``model.*`` key and ``data.resolution``; names the first differences.
+    """
+    diffs = []
+    for key, value in wanted["model"].items():
+        if stored["model"].get(key) != value:
+            diffs.append(f"model.{key}: checkpoint {stored['model'].get(key)!r}, requested {value!r}")
+    if stored["data"]["resolution"] != wanted["data"]["resolution"]:
+        res_s, res_w = stored["data"]["resolution"], wanted["data"]["resolution"]
+        diffs.append(f"data.resolution: checkpoint {res_s}, requested {res_w}")
+    if diffs:
+        raise InputError(f"checkpoint {path} does not match the requested model: " + "; ".join(diffs[:3]))
+
+
+def load_weights(module: torch.nn.Module, weights: dict[str, torch.Tensor], path: str | Path) -> None:
+    """``load_state_dict`` with a one-line InputError on missing/unexpected keys or shape mismatch."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in weights]
+    extra = [k for k in weights if k not in own]
+    if missing or extra:
+        raise InputError(
+            f"checkpoint {path}: weights do not fit the model in its config "
+            f"(missing {missing[:2]}, unexpected {extra[:2]})"
+        )
+    for key, tensor in weights.items():
+        if tuple(tensor.shape) != tuple(own[key].shape):
+            raise InputError(
+                f"checkpoint {path}: weight '{key}' has shape {tuple(tensor.shape)}, "
+                f"the model in its config needs {tuple(own[key].shape)} (wrong channels or width)"
+            )
+    module.load_state_dict(weights)
+
+
+def export_prior(state: dict[str, Any], path: str | Path, meta: dict[str, Any] | None = None) -> str:
+    """Write the EMA weights + config of a training checkpoint as a small prior file; return sha256."""
+    prior = {
+        "config": state["config"],
+        "step": int(state["step"]),
+        "ema": {k: v.detach().float().cpu().contiguous() for k, v in state["ema"].items()},
+        "meta": dict(meta or {}),
+    }
+    save_checkpoint(prior, path)
+    return sha256_file(path)

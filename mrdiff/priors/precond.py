@@ -1,0 +1,110 @@
+"""EDM preconditioning and the complex-image denoiser that samplers see (contract 2).
+
+``EDMPrecond`` works on real channels: ``D(x, sigma) = c_skip x + c_out F(c_in x, c_noise)``
+(Karras et al. 2022, Eq. 7 and Table 1). ``Denoiser`` wraps it for complex ``(B, H, W)`` images:
+real/imag (or magnitude) channels at the boundary, zero padding to the network's multiple and
+cropping back.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mrdiff.config import ModelConfig
+from mrdiff.priors.unet import UNet
+
+
+class EDMPrecond(nn.Module):
+    """Karras et al. 2022, Table 1 (EDM column): preconditioned denoiser on real channels.
+
+    Args:
+        cfg: model configuration (``sigma_data`` and the U-Net shape).
+
+    Shapes: x (B, C, H, W) float, sigma (B,) float; returns (B, C, H, W) float32.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.sigma_data = float(cfg.sigma_data)
+        self.net = UNet(cfg)
+        self.multiple = self.net.multiple
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """EDM Eq. 7: ``c_skip x + c_out F(c_in x, ln(sigma)/4)`` with fp32 coefficients."""
+        x = x.float()
+        s = sigma.float().reshape(-1, 1, 1, 1)
+        sd2 = self.sigma_data**2
+        c_skip = sd2 / (s**2 + sd2)
+        c_out = s * self.sigma_data / (s**2 + sd2).sqrt()
+        c_in = 1.0 / (s**2 + sd2).sqrt()
+        c_noise = sigma.float().log().flatten() / 4.0
+        f = self.net(c_in * x, c_noise)
+        return c_skip * x + c_out * f.float()
+
+
+def complex_to_channels(x: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """(B, H, W) complex -> (B, 2, H, W) real/imag, or (B, 1, H, W) real part when magnitude-only."""
+    if in_channels == 1:
+        return x.real.float()[:, None]
+    return torch.stack([x.real, x.imag], dim=1).float()
+
+
+def channels_to_complex(x: torch.Tensor) -> torch.Tensor:
+    """(B, 2, H, W) or (B, 1, H, W) real -> (B, H, W) complex64."""
+    if x.shape[1] == 1:
+        return torch.complex(x[:, 0], torch.zeros_like(x[:, 0]))
+    return torch.complex(x[:, 0].float(), x[:, 1].float())
+
+
+class Denoiser(nn.Module):
+    """``D(x, sigma) -> x0_hat`` on complex images of any size (contract 2).
+
+    A magnitude-only prior (``in_channels == 1``) denoises the real part of ``x`` and returns a real
+    image (zero imaginary part); it is meant for real, non-negative images.
+
+    Attributes:
+        config: the full training configuration as a plain dict.
+        sha256: hex digest of the weights file it was loaded from ("" when built in memory).
+        sigma_min, sigma_max: noise range the prior was trained for (per real component).
+    """
+
+    def __init__(self, model: EDMPrecond, config: dict, sha256: str = ""):
+        super().__init__()
+        self.model = model
+        self.config = config
+        self.sha256 = sha256
+        self.in_channels = int(config["model"]["in_channels"])
+        self.sigma_min = float(config["model"]["sigma_min"])
+        self.sigma_max = float(config["model"]["sigma_max"])
+        self.resolution = int(config["data"]["resolution"])
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the weights."""
+        return next(self.model.parameters()).device
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+        """Denoise.
+
+        Args:
+            x: complex (B, H, W) noisy images, ``x = x0 + sigma * (randn + 1j * randn)``.
+            sigma: (B,) noise std per real component (a float or 0-d tensor is broadcast).
+
+        Returns:
+            complex64 (B, H, W) estimate of x0.
+        """
+        if x.ndim != 3 or not x.is_complex():
+            raise ValueError(f"Denoiser expects complex (B, H, W) images, got {tuple(x.shape)} {x.dtype}")
+        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1)
+        sigma = sigma.expand(x.shape[0]) if sigma.numel() == 1 else sigma
+        if sigma.shape != (x.shape[0],):
+            raise ValueError(f"sigma must have shape ({x.shape[0]},), got {tuple(sigma.shape)}")
+        h, w = x.shape[-2:]
+        m = self.model.multiple
+        ph, pw = (-h) % m, (-w) % m
+        top, left = ph // 2, pw // 2
+        xc = complex_to_channels(x.to(torch.complex64), self.in_channels)
+        xc = nn.functional.pad(xc, (left, pw - left, top, ph - top))
+        out = self.model(xc, sigma)[..., top : top + h, left : left + w]
+        return channels_to_complex(out)

@@ -1,0 +1,163 @@
+"""`mrdiff train`: train the unconditional diffusion prior on prepared HDF5 slices."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from PIL import Image
+
+from mrdiff.atomic import atomic_path
+from mrdiff.config import Config, apply_overrides, from_dict, load_yaml, to_dict
+from mrdiff.errors import InputError
+
+HELP = "train the diffusion prior (EDM U-Net) on prepared HDF5 slices"
+PRESET_DIR = Path(__file__).resolve().parents[1] / "presets"
+
+
+def resolve_config(name_or_path: str, overrides: list[str]) -> Config:
+    """A preset name (``recon/presets/<name>.yaml``) or a YAML path, with ``a.b=c`` overrides."""
+    path = Path(name_or_path)
+    if not path.suffix and (PRESET_DIR / f"{name_or_path}.yaml").is_file():
+        path = PRESET_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        presets = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
+        raise InputError(f"config '{name_or_path}' is neither a preset ({presets}) nor a YAML file")
+    return from_dict(apply_overrides(load_yaml(path), overrides))
+
+
+def save_grid(images: np.ndarray, path: str | Path, vmax: float = 1.2) -> None:
+    """Write magnitude images (N, H, W) as one grayscale PNG grid (values clipped to [0, vmax])."""
+    n, h, w = images.shape
+    cols = int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / cols))
+    grid = np.zeros((rows * (h + 2), cols * (w + 2)), dtype=np.float32)
+    for i, img in enumerate(images):
+        r, c = divmod(i, cols)
+        grid[r * (h + 2) + 1 : r * (h + 2) + 1 + h, c * (w + 2) + 1 : c * (w + 2) + 1 + w] = img
+    pixels = (np.clip(grid / vmax, 0, 1) * 255).round().astype(np.uint8)
+    with atomic_path(path) as tmp:
+        Image.fromarray(pixels).save(tmp, format="PNG")
+
+
+def _data_dirs(root: Path) -> tuple[Path, Path | None]:
+    if not root.is_dir():
+        raise InputError(f"data directory {root} does not exist")
+    train = root / "train" if (root / "train").is_dir() else root
+    val = root / "val" if (root / "val").is_dir() and any((root / "val").glob("*.h5")) else None
+    return train, val
+
+
+def _setup_device(choice: str) -> torch.device:
+    """Device for this process; initialises DDP when launched by torchrun (WORLD_SIZE > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available() if choice == "auto" else choice == "cuda"
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda requested but CUDA is not available")
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device(f"cuda:{local}" if cuda else "cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if world > 1:
+        torch.distributed.init_process_group(backend="nccl" if cuda else "gloo")
+    return device
+
+
+class _Reporter:
+    """Prints progress, appends ``log.jsonl`` and writes preview grids."""
+
+    def __init__(self, out_dir: Path, in_channels: int):
+        self.out_dir, self.in_channels = out_dir, in_channels
+
+    def __call__(self, event: str, info: dict[str, Any]) -> None:
+        if event == "preview":
+            x = info["images"]
+            mag = x.norm(dim=1) if self.in_channels == 2 else x[:, 0].abs()
+            path = self.out_dir / "samples" / f"step{info['step']:07d}.png"
+            save_grid(mag.numpy(), path)
+            print(f"step {info['step']}: preview grid {path}", flush=True)
+            return
+        if event == "step":
+            print(
+                f"step {info['step']:6d}  loss {info['loss']:.4f}  lr {info['lr']:.2e}  "
+                f"{info['images_per_s']:.1f} img/s  {info['threads']} thr  {info['elapsed_s'] / 60:.1f} min",
+                flush=True,
+            )
+        elif event == "val":
+            bands = "  ".join(f"{k} {v:.2e}" for k, v in info.items() if k.startswith("mse@"))
+            print(f"step {info['step']:6d}  val_loss {info['val_loss']:.4f}  {bands}", flush=True)
+        with open(self.out_dir / "log.jsonl", "a") as f:
+            f.write(json.dumps({"event": event, **info}) + "\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mrdiff train", description=HELP)
+    p.add_argument("--config", required=True, help="preset name (recon/presets/*.yaml) or a YAML file")
+    p.add_argument("--data", required=True, help="prepared data root (with train/ and val/) or a dir of .h5")
+    p.add_argument("--out", required=True, help="run directory (checkpoints, log.jsonl, samples/)")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.lr=1e-4"
+    )
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="torch device")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    """Parse arguments, load data, train, and report where the checkpoint is."""
+    from mrdiff.data import SliceDataset
+    from mrdiff.training import train
+
+    args = _parser().parse_args(argv)
+    cfg = resolve_config(args.config, args.set)
+    out_dir = Path(args.out)
+    if args.resume and not (out_dir / "last.pt").is_file():
+        raise InputError(f"--resume: {out_dir / 'last.pt'} does not exist")
+    if not args.resume and (out_dir / "last.pt").exists():
+        raise InputError(f"{out_dir} already holds a run; use --resume or another --out")
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+    train_dir, val_dir = _data_dirs(Path(args.data))
+    train_data = SliceDataset(train_dir, cfg.data.resolution, cfg.data.min_rel_scale)
+    val_data = SliceDataset(val_dir, cfg.data.resolution, cfg.data.min_rel_scale) if val_dir else None
+    device = _setup_device(args.device)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / "config.yaml") as tmp:
+        tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    n_val = len(val_data) if val_data else 0
+    print(f"training '{cfg.name}' on {len(train_data)} slices ({n_val} val) on {device}", flush=True)
+    stop = {"signal": 0}
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop["signal"] = signum
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        state = train(
+            cfg,
+            train_data,
+            val_data,
+            out_dir,
+            device=device,
+            resume=args.resume,
+            callback=_Reporter(out_dir, cfg.model.in_channels),
+            stop_requested=lambda: stop["signal"] != 0,
+        )
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    print(
+        f"stopped at step {state.step} after {state.elapsed_s / 60:.1f} min; checkpoint {out_dir / 'last.pt'}"
+    )
+    if stop["signal"]:
+        print("interrupted: continue with --resume", file=sys.stderr)
+        return 128 + stop["signal"]
+    return 0
