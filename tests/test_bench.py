@@ -1,0 +1,196 @@
+"""`mrdiff bench` end to end on tiny mock data with a closed-form Gaussian prior and tiny networks."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from conftest import write_mock
+from fastmri.data.transforms import center_crop
+from fastmri.evaluate import nmse, psnr, ssim
+
+import recon.verbs.bench as bench
+from benchmarks.config import pick_slices
+from benchmarks.harness import MethodConfig, plan, shared_maps
+from benchmarks.report import aggregate_rows
+from benchmarks.sweep import choose
+from mrdiff import pipeline, supervised
+from mrdiff.errors import InputError
+from mrdiff.masks import make_mask
+from mrdiff.operators import CartesianOperator
+from mrdiff.priors.gaussian import GaussianPrior
+
+N = 64
+
+
+def _fake_prior(prior, device):
+    return GaussianPrior(torch.zeros(N, N, dtype=torch.complex64), torch.full((N, N), 0.3))
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    for split, n in (("val", 1), ("test", 2)):
+        (root / split).mkdir()
+        for i in range(n):
+            write_mock(
+                root / split / f"{split}{i}.h5", layout="prepared", slices=3, coils=4, H=N, W=N, seed=i
+            )
+    for kind in ("unet", "varnet"):
+        supervised.save_checkpoint(
+            root / f"{kind}.pt", kind, supervised.build_model(kind), supervised.PRESETS[kind]
+        )
+    params = root / "params.yaml"
+    params.write_text(
+        "methods:\n"
+        f"  unet: {{method: unet, params: {{weights: {root / 'unet.pt'}}}}}\n"
+        f"  varnet: {{method: varnet, params: {{weights: {root / 'varnet.pt'}}}}}\n"
+        "  cs-l1: {method: cs-l1, params: {lamda: 0.01, iters: 10}}\n"
+        "  ccdf: {method: ccdf, nfe: 3, params: {init: sense}}\n"
+    )
+    return root, params
+
+
+def _argv(root, params, out, *extra):
+    return [
+        "--data",
+        str(root),
+        "--out",
+        str(out),
+        "--quick",
+        "--methods",
+        "zf,cs-l1,unet,varnet,pocs,ccdf",
+        "--masks",
+        "random,equispaced",
+        "--accels",
+        "4",
+        "--params",
+        str(params),
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def quick_run(setup, tmp_path_factory):
+    root, params = setup
+    out = tmp_path_factory.mktemp("out")
+    torch.set_num_threads(1)
+    mp = pytest.MonkeyPatch()
+    mp.setattr(bench, "load_denoiser", _fake_prior)
+    assert bench.main(_argv(root, params, out)) == 0
+    mp.undo()
+    return root, params, out
+
+
+def test_quick_writes_tables_and_figures(quick_run):
+    root, params, out = quick_run
+    md = (out / "results.md").read_text()
+    assert "mrdiff bench --data" in md and "### random 4x" in md and "varnet (shift)" in md
+    for name in ("results.csv", "metrics_per_volume.csv", "psnr_vs_nfe.png", "slices_random_4x.png"):
+        assert (out / name).stat().st_size > 0
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert {r["method"] for r in rows} == {"zf", "cs-l1", "unet", "varnet", "pocs", "ccdf"}
+    assert all(r["device"] == "cpu" and float(r["seconds_per_slice"]) > 0 for r in rows)
+    assert {r["nfe"] for r in rows if r["method"] == "pocs"} == {"4"}  # --quick NFE
+
+
+def test_resume_skips_finished_cells(quick_run, monkeypatch):
+    root, params, out = quick_run
+    monkeypatch.setattr(bench, "load_denoiser", lambda *a: pytest.fail("prior loaded for finished cells"))
+    assert bench.main(_argv(root, params, out)) == 0
+    stats = json.loads((out / "bench.json").read_text())
+    assert stats["ran"] == 0 and stats["skipped"] == 12
+    victim = next((out / "cells").glob("zf__random*.json"))
+    victim.unlink()
+    assert bench.main(_argv(root, params, out)) == 0
+    stats = json.loads((out / "bench.json").read_text())
+    assert stats["ran"] == 1 and stats["skipped"] == 11 and victim.exists()
+
+
+def test_aggregate_matches_fastmri_evaluate(quick_run):
+    root, _, out = quick_run
+    rows = [r for r in csv.DictReader(open(out / "results.csv")) if r["mask"] == "random"]
+    for row in rows:
+        cells = sorted((out / "recons").glob(f"{row['method']}__random__4x*"))
+        vals = {"NMSE": [], "PSNR": [], "SSIM": []}
+        for vol in sorted((root / "test").glob("*.h5")):
+            with h5py.File(cells[0] / vol.name) as f:
+                rec, idx = f["reconstruction"][()], json.loads(f.attrs["slices"])
+            with h5py.File(vol) as f:
+                gt = f["reconstruction_rss"][()][idx]
+            size = (gt.shape[-1], gt.shape[-1])
+            gt, rec = center_crop(gt, size), center_crop(rec, size)
+            vals["NMSE"].append(nmse(gt, rec))
+            vals["PSNR"].append(psnr(gt, rec))
+            vals["SSIM"].append(ssim(gt, rec))
+        for name, v in vals.items():
+            assert float(row[f"{name}_mean"]) == pytest.approx(np.mean(v), rel=1e-6)
+            assert float(row[f"{name}_2std"]) == pytest.approx(2 * np.std(v, ddof=1), rel=1e-6, abs=1e-9)
+
+
+def test_sweep_refuses_test_and_chooses_best(setup, tmp_path):
+    root, _ = setup
+    with pytest.raises(InputError, match="val"):
+        bench.main(["--data", str(root), "--split", "test", "--sweep", "--out", str(tmp_path / "s")])
+    agg = [
+        {"method": "cs-l1@lamda=0.1", "nfe": 0, "PSNR_mean": 20.0},
+        {"method": "cs-l1@lamda=0.01", "nfe": 0, "PSNR_mean": 25.0},
+        {"method": "pocs", "nfe": 10, "PSNR_mean": 29.9},
+        {"method": "pocs", "nfe": 40, "PSNR_mean": 30.0},
+    ]
+    configs = [
+        MethodConfig("cs-l1@lamda=0.1", "cs-l1", {"lamda": 0.1}, 0),
+        MethodConfig("cs-l1@lamda=0.01", "cs-l1", {"lamda": 0.01}, 0),
+        MethodConfig("pocs", "pocs", {}, 10),
+        MethodConfig("pocs", "pocs", {}, 40),
+    ]
+    best = choose(agg, configs)
+    assert best["cs-l1"]["params"] == {"lamda": 0.01}
+    assert best["pocs"]["nfe"] == 10  # within the tolerance of the best at a quarter of the cost
+
+
+def test_supervised_roundtrip_and_bad_checkpoint(setup, tmp_path):
+    root, _ = setup
+    y = torch.randn(2, 4, N, N, dtype=torch.complex64)
+    for kind, mask in (
+        ("unet", make_mask("random", (N, N), 4, 0.08, "a")),
+        ("varnet", make_mask("poisson", (N, N), 4, 0.08, "a")),
+    ):
+        maps = torch.randn(2, 4, N, N, dtype=torch.complex64)
+        maps = maps / maps.abs().square().sum(1, keepdim=True).sqrt()
+        x = supervised.SUPERVISED[kind](
+            y * mask, CartesianOperator(mask, maps), weights=str(root / f"{kind}.pt")
+        )
+        assert x.shape == (2, N, N) and x.dtype == torch.complex64 and torch.isfinite(x).all()
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="bad.pt"):
+        supervised.load_model("unet", bad)
+    with pytest.raises(InputError, match="not a mrdiff varnet"):
+        supervised.load_model("varnet", root / "unet.pt")
+    assert set(supervised.SUPERVISED) <= set(pipeline.all_methods())
+
+
+def test_shared_maps_equal_and_restored(setup):
+    root, _ = setup
+    k = torch.from_numpy(h5py.File(root / "val" / "val0.h5")["kspace"][0])
+    mask = make_mask("random", (N, N), 4, 0.08, "x")
+    original = pipeline.estimate_maps
+    with shared_maps() as stats:
+        a = pipeline.estimate_maps(k * mask, mask)
+        b = pipeline.estimate_maps(k * mask, mask)
+    assert pipeline.estimate_maps is original and stats["hits"] == 1 and stats["misses"] == 1
+    assert torch.equal(a, b) and torch.equal(a, original(k * mask, mask))
+
+
+def test_plan_and_slices_validate():
+    cfg = [MethodConfig("zf", "zf")]
+    assert len(plan(cfg, ["random", "poisson"], [4, 8], 2)) == 8
+    with pytest.raises(InputError):
+        plan(cfg, ["spiral"], [4], 1)
+    assert pick_slices(20, 4) == [3, 7, 12, 16] and pick_slices(3, 5) == [0, 1, 2]
+    assert aggregate_rows([]) == []
