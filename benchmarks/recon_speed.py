@@ -29,9 +29,10 @@ from mrdiff.io import center_crop, list_volumes, open_volume, read_slice
 from mrdiff.metrics import volume_metrics
 from mrdiff.noise import make_generator
 from mrdiff.operators import CartesianOperator
-from mrdiff.pipeline import MaskSpec, MethodSpec, reconstruct_volume, volume_mask
-from mrdiff.reconstruct import reconstruct
+from mrdiff.pipeline import MaskSpec, MethodSpec, _slice_inputs, reconstruct_volume, volume_mask
+from mrdiff.reconstruct import SCALE_ITERS, estimate_scale, reconstruct
 from mrdiff.sampling import denoise
+from mrdiff.scaling import image_scale
 
 
 def _parse_params(items: list[str]) -> dict:
@@ -89,12 +90,39 @@ def speed(denoiser, y, op, methods, nfe, params, init) -> list[dict]:
     return rows
 
 
-def quality(denoiser, files, methods, nfes, accels, slices, params, device) -> list[dict]:
-    """PSNR/SSIM vs NFE on the middle ``slices`` slices of each file."""
+def _grid(items: list[str]) -> dict:
+    """``method.param=v1,v2`` -> ``{method: [{param: v1}, {param: v2}]}`` (cartesian over params)."""
+    out: dict = {}
+    for item in items:
+        key, values = item.split("=", 1)
+        method, param = key.split(".", 1)
+        prev = out.get(method, [{}])
+        out[method] = [{**p, param: v} for p in prev for v in values.split(",")]
+    return out
+
+
+def calibration(files, accels, slices) -> list[dict]:
+    """Ratio ``image_scale(ground truth) / estimate_scale(y, op)`` per file and acceleration."""
+    rows = []
+    for accel in accels:
+        for path in files:
+            info = open_volume(path)
+            mask = volume_mask(info, MaskSpec("random", accel, 0.08))
+            mid = info.shape[0] // 2
+            for i in range(max(0, mid - slices // 2), min(info.shape[0], mid - slices // 2 + slices)):
+                y, maps, target = _slice_inputs(info, i, mask)
+                op = CartesianOperator(mask, None if maps is None else maps[None])
+                ratio = float(image_scale(target[None]) / estimate_scale(y[None], op, SCALE_ITERS)[0])
+                rows.append({"file": path.name, "slice": i, "accel": accel, "ratio": ratio})
+    return rows
+
+
+def quality(denoiser, files, methods, nfes, accels, slices, params, device, grid=None) -> list[dict]:
+    """PSNR/SSIM vs NFE (and a parameter grid) on the middle ``slices`` slices of each file."""
     rows = []
     for accel in accels:
         for name in methods:
-            for nfe in nfes:
+            for nfe, extra in ((n, e) for n in nfes for e in (grid or {}).get(name, [{}])):
                 per_vol, secs = [], []
                 for path in files:
                     info = open_volume(path)
@@ -102,7 +130,8 @@ def quality(denoiser, files, methods, nfes, accels, slices, params, device) -> l
                     idx = list(
                         range(max(0, mid - slices // 2), min(info.shape[0], mid - slices // 2 + slices))
                     )
-                    spec = MethodSpec(name, params.get(name, {}), denoiser, nfe, 1, 0, device, len(idx))
+                    prm = {**params.get(name, {}), **extra}
+                    spec = MethodSpec(name, prm, denoiser, nfe, 1, 0, device, len(idx))
                     out = reconstruct_volume(info, spec, MaskSpec("random", accel, 0.08), idx)
                     target = np.stack([center_crop(read_slice(info, i).target, info.recon_size) for i in idx])
                     per_vol.append(volume_metrics(target, out.reconstruction))
@@ -112,6 +141,7 @@ def quality(denoiser, files, methods, nfes, accels, slices, params, device) -> l
                         "method": name,
                         "accel": accel,
                         "nfe": nfe,
+                        "params": {**params.get(name, {}), **extra},
                         "PSNR": float(np.mean([v["PSNR"] for v in per_vol])),
                         "SSIM": float(np.mean([v["SSIM"] for v in per_vol])),
                         "s_per_slice": float(np.mean(secs)),
@@ -124,8 +154,6 @@ def _speed_batch(files, slices, accel, device):
     """``slices`` slices of the first file with its retrospective mask, as (y, op)."""
     info = open_volume(files[0])
     mask = volume_mask(info, MaskSpec("random", accel, 0.08))
-    from mrdiff.pipeline import _slice_inputs
-
     parts = [_slice_inputs(info, i, mask) for i in range(min(slices, info.shape[0]))]
     y = torch.stack([p[0] for p in parts]).to(device)
     maps = None if parts[0][1] is None else torch.stack([p[1] for p in parts]).to(device)
@@ -147,16 +175,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--slices", type=int, default=2, help="slices per volume")
     p.add_argument("--batch", type=int, default=1, help="slices per batch in the speed runs")
     p.add_argument("--set", action="append", default=[], help="method.param=value")
+    p.add_argument("--grid", action="append", default=[], help="method.param=v1,v2 (quality runs only)")
+    p.add_argument("--calibrate", action="store_true", help="only measure the scale calibration ratio")
     p.add_argument("--threads", type=int, default=1, help="CPU threads")
     p.add_argument("--out", default="runs/recon_speed.json", help="JSON output")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
+    files = list_volumes(a.data)[: a.volumes]
+    accels = [float(v) for v in a.accel.split(",")]
+    if a.calibrate:
+        rows = calibration(files, accels, a.slices)
+        ratios = [r["ratio"] for r in rows]
+        print(json.dumps({"median_ratio": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}))
+        return 0
     from mrdiff.priors import load_prior
 
     denoiser = load_prior(a.prior, a.device)
-    files = list_volumes(a.data)[: a.volumes]
     params = _parse_params(a.set)
-    accels = [float(v) for v in a.accel.split(",")]
     result = {"prior": a.prior, "device": a.device, "threads": a.threads, "speed": [], "quality": []}
     if a.speed_methods != "none":
         methods = list(REGISTRY) if a.speed_methods == "all" else a.speed_methods.split(",")
@@ -167,9 +202,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(row), flush=True)
     if a.quality_methods != "none":
         nfes = [int(v) for v in a.quality_nfe.split(",")]
-        rows = quality(
-            denoiser, files, a.quality_methods.split(","), nfes, accels, a.slices, params, a.device
-        )
+        methods = a.quality_methods.split(",")
+        rows = quality(denoiser, files, methods, nfes, accels, a.slices, params, a.device, _grid(a.grid))
         for row in rows:
             result["quality"].append(row)
             print(json.dumps(row), flush=True)
