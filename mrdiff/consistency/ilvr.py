@@ -7,11 +7,11 @@ import torch
 from mrdiff.consistency.base import Consistency, noised_measurement, replace_kspace
 
 
-def lowpass_region(shape: tuple[int, int], factor: float) -> torch.Tensor:
+def lowpass_region(shape: tuple[int, int], factor: float, device=None) -> torch.Tensor:
     """Central k-space box keeping ``1/factor`` of the frequencies along each axis, bool ``(H, W)``."""
     H, W = shape
-    ky = (torch.arange(H) - H // 2).abs()[:, None]
-    kx = (torch.arange(W) - W // 2).abs()[None, :]
+    ky = (torch.arange(H, device=device) - H // 2).abs()[:, None]
+    kx = (torch.arange(W, device=device) - W // 2).abs()[None, :]
     return (ky <= H / (2 * factor)) & (kx <= W / (2 * factor))
 
 
@@ -29,6 +29,6 @@ class ILVR(Consistency):
     defaults = {"factor": 4.0}
 
     def __call__(self, step, y, op, generators):
-        region = op.mask & lowpass_region(tuple(y.shape[-2:]), self.params["factor"])
+        region = op.mask.to(y.device) & lowpass_region(tuple(y.shape[-2:]), self.params["factor"], y.device)
         y_t = noised_measurement(y, op, step.sigma_next, generators)
         return replace_kspace(step.x_next, y_t, op, region)
