@@ -121,7 +121,9 @@ def test_ccdf_starts_near_init_and_spends_budget_below_t0():
 
 def test_repaint_and_heun_respect_nfe_budget():
     prior, op, y, _ = _problem(False)
-    for name, params in [("repaint", {"jump_length": 3, "resample": 2}), ("pocs", {"sampler": "heun"})]:
+    runs = [("repaint", {"jump_length": 3, "resample": 2}), ("pocs", {"sampler": "heun"})]
+    runs.append(("dds", {"schedule": "vp-cosine"}))
+    for name, params in runs:
         res = reconstruct(y, op, name, prior, nfe=15, generators=_gens(2), params=params)
         assert 12 <= res.nfe <= 15, (name, res.nfe)
 

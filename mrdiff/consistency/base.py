@@ -16,7 +16,7 @@ import torch
 from mrdiff.errors import InputError
 from mrdiff.fft import fft2c, ifft2c
 from mrdiff.sampling import SAMPLERS, Step, batch_noise
-from mrdiff.schedules import karras_sigmas, steps_for_nfe, vp_sigmas
+from mrdiff.schedules import make, steps_for_nfe
 
 BASE_DEFAULTS = {"sampler": "ancestral", "eta": 1.0, "schedule": "karras", "rho": 7.0}
 
@@ -68,15 +68,12 @@ class Consistency:
         return self.params["eta"]
 
     def schedule(self, nfe: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
-        """Sigmas using at most ``nfe`` denoiser calls: Karras (rho) or a VP linear/cosine sub-sequence."""
+        """Sigmas using at most ``nfe`` denoiser calls: Karras (karras/edm), vp-linear or vp-cosine."""
         n = steps_for_nfe(nfe, self.sampler)
         kind = self.params["schedule"]
-        if kind == "karras":
-            return karras_sigmas(n, sigma_min, sigma_max, self.params["rho"])
-        if kind in ("vp-linear", "vp-cosine"):
-            sig = vp_sigmas(n, kind[3:])
-            return torch.cat([sig[:-1].clamp(sigma_min, sigma_max), sig[-1:]])
-        raise InputError(f"{self.name}: unknown schedule '{kind}' (karras, vp-linear, vp-cosine)")
+        if kind not in ("karras", "edm", "vp-linear", "vp-cosine"):
+            raise InputError(f"{self.name}: unknown schedule '{kind}' (karras, vp-linear, vp-cosine)")
+        return make("edm" if kind == "karras" else kind, n, sigma_min, sigma_max, self.params["rho"])
 
     def prepare(
         self, y: torch.Tensor, op, sigmas: torch.Tensor, generators: Sequence[torch.Generator], init=None
