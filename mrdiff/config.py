@@ -41,7 +41,7 @@ class DataConfig:
     """Training images and augmentation (all applied before normalisation by image_scale)."""
 
     resolution: int = 128  # images are centre-cropped / zero-padded to this square size
-    min_rel_scale: float = 0.1  # drop slices whose scale is below this fraction of the volume's max
+    min_rel_scale: float = 0.25  # drop slices whose mean |x| is below this fraction of the volume's max
     flips: bool = True  # random horizontal / vertical flips
     rot90: bool = True  # random 90-degree rotations (other orientations)
     gamma: tuple[float, float] = (0.75, 1.35)  # magnitude gamma range (log-uniform)

@@ -60,7 +60,7 @@ def _read_volume(path: Path) -> torch.Tensor:
 def load_slices(data_dir: str | Path, cfg: DataConfig) -> tuple[torch.Tensor, list[str]]:
     """All usable slices of the ``.h5`` volumes in ``data_dir``.
 
-    Slices whose ``image_scale`` is below ``cfg.min_rel_scale`` times the volume's largest slice scale
+    Slices whose mean magnitude is below ``cfg.min_rel_scale`` times the volume's largest slice mean
     (nearly empty slices at the ends of a volume) are dropped.
 
     Returns:
@@ -72,8 +72,8 @@ def load_slices(data_dir: str | Path, cfg: DataConfig) -> tuple[torch.Tensor, li
     images, names = [], []
     for path in files:
         x = center_fit(_read_volume(path), cfg.resolution)
-        scale = image_scale(x)
-        keep = scale >= cfg.min_rel_scale * scale.max()
+        level = x.abs().mean(dim=(1, 2))
+        keep = level >= cfg.min_rel_scale * level.max()
         images.append(x[keep])
         names += [f"{path.name}:{int(i)}" for i in torch.nonzero(keep).flatten()]
     return torch.cat(images), names
@@ -146,7 +146,7 @@ class SliceDataset:
     Args:
         data_dir: directory of ``.h5`` volumes.
         resolution: square size the slices are cropped / padded to.
-        min_rel_scale: drop slices below this fraction of their volume's largest image_scale.
+        min_rel_scale: drop slices below this fraction of their volume's largest mean magnitude.
     """
 
     def __init__(self, data_dir: str | Path, resolution: int, min_rel_scale: float = 0.1):

@@ -98,6 +98,23 @@ class _Reporter:
             f.write(json.dumps({"event": event, **info}) + "\n")
 
 
+def _lock_run_dir(out_dir: Path) -> Path:
+    """Claim ``out_dir`` for this process; InputError if another live process holds it."""
+    lock = out_dir / ".lock"
+    if lock.is_file():
+        try:
+            pid = int(lock.read_text().strip() or 0)
+            os.kill(pid, 0)
+        except (ValueError, ProcessLookupError):
+            pid = 0
+        except PermissionError:
+            pass
+        if pid and pid != os.getpid():
+            raise InputError(f"{out_dir} is in use by a running training process (pid {pid})")
+    lock.write_text(str(os.getpid()))
+    return lock
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mrdiff train", description=HELP)
     p.add_argument("--config", required=True, help="preset name (recon/presets/*.yaml) or a YAML file")
@@ -130,6 +147,8 @@ def main(argv: list[str]) -> int:
     val_data = SliceDataset(val_dir, cfg.data.resolution, cfg.data.min_rel_scale) if val_dir else None
     device = _setup_device(args.device)
     out_dir.mkdir(parents=True, exist_ok=True)
+    rank = int(os.environ.get("RANK", "0"))
+    lock = _lock_run_dir(out_dir) if rank == 0 else None
     with atomic_path(out_dir / "config.yaml") as tmp:
         tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     n_val = len(val_data) if val_data else 0
@@ -154,6 +173,8 @@ def main(argv: list[str]) -> int:
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
+        if lock is not None:
+            lock.unlink(missing_ok=True)
     print(
         f"stopped at step {state.step} after {state.elapsed_s / 60:.1f} min; checkpoint {out_dir / 'last.pt'}"
     )
