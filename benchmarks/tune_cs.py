@@ -1,4 +1,4 @@
-"""Tune the CS baselines' lambda (cs-l1, cs-tv) on validation slices, and compare with zf / sense.
+"""Tune the baselines (CS lambda for cs-l1 / cs-tv, CG iterations for sense) on validation slices.
 
 Usage (on the prepared validation split only, never on `test`)::
 
@@ -35,7 +35,11 @@ from mrdiff.noise import complex_randn, make_generator, seed_for
 from mrdiff.operators import CartesianOperator
 
 SETTINGS = ((4, 0.08), (8, 0.04))
-GRID = {"cs-l1": (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02), "cs-tv": (0.0005, 0.001, 0.002, 0.005, 0.01)}
+GRID = {
+    "sense": ("iters", (3, 5, 8, 15, 30)),
+    "cs-l1": ("lamda", (0.002, 0.005, 0.01, 0.02, 0.05)),
+    "cs-tv": ("lamda", (0.001, 0.002, 0.005, 0.01, 0.02, 0.05)),
+}
 
 
 def _birdcage(coils: int, n: int) -> torch.Tensor:
@@ -94,10 +98,10 @@ def evaluate_volume(path: Path, n_slices: int) -> list[dict]:
     rows = []
     for accel, cf in SETTINGS:
         y, op, target = _slice_batch(info, idx, accel, cf)
-        runs = [("zf", None), ("sense", None)] + [(m, lam) for m, grid in GRID.items() for lam in grid]
-        for method, lam in runs:
+        runs = [("zf", None, None)] + [(m, key, v) for m, (key, grid) in GRID.items() for v in grid]
+        for method, key, lam in runs:
             t0 = time.perf_counter()
-            x = BASELINES[method](y, op) if lam is None else BASELINES[method](y, op, lamda=lam)
+            x = BASELINES[method](y, op, **({} if key is None else {key: lam}))
             pred = center_crop(x.abs(), target.shape[-2:]).numpy()
             m = volume_metrics(target, pred)
             rows.append(
@@ -115,7 +119,8 @@ def evaluate_volume(path: Path, n_slices: int) -> list[dict]:
 
 
 def summarise(rows: list[dict]) -> dict:
-    """Mean SSIM/PSNR per (accel, method, lambda) and the best lambda per (accel, method)."""
+    """Mean SSIM/PSNR per (accel, method, value) and the best value (lambda, or CG iterations for
+    sense) per (accel, method), chosen by SSIM."""
     table: dict = {}
     for r in rows:
         key = (r["accel"], r["method"], r["lamda"])

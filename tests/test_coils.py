@@ -26,7 +26,7 @@ def test_maps_from_narrow_calibration(scan, accel, cf):
     x, maps, k = scan
     mask = make_mask("random", (64, 128), accel, cf, "f.h5")
     rows, cols = calibration_block(mask, (64, 128))
-    assert rows == 64 and cols < 6 if accel == 8 else cols >= 10
+    assert rows == 64 and (cols < 6 if accel == 8 else cols >= 10)
     est = estimate_maps(k * mask, mask)
     support = x.abs() > 0.05
     norm = est.abs().square().sum(0)
@@ -97,3 +97,17 @@ def test_normalize_and_rss():
     assert torch.all(s[:, 0, 0] == 0)
     torch.testing.assert_close(s[:, 1:, 1:], torch.ones_like(s[:, 1:, 1:]))
     np.testing.assert_allclose(rss(m).numpy(), np.sqrt((np.abs(m.numpy()) ** 2).sum(1)), rtol=1e-6)
+
+
+def test_rectangular_espirit_equals_sigpy_on_square_blocks(scan):
+    import sigpy.mri
+
+    from mrdiff.coils import espirit_rect
+
+    _, _, k = scan
+    ksp = k.numpy()
+    ref = sigpy.mri.app.EspiritCalib(
+        ksp, calib_width=12, kernel_width=5, crop=0.0, show_pbar=False, max_iter=400
+    ).run()
+    ours = espirit_rect(ksp, (12, 12), (5, 5), crop=0.0)
+    np.testing.assert_allclose(ours, ref, atol=1e-3)
