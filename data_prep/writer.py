@@ -35,12 +35,16 @@ class VolumeWriter:
         f: an ``h5py.File`` opened for writing (a temporary path from ``atomic_path``).
         slice_shapes: dataset name -> ``(shape of one slice, numpy dtype)``; each dataset becomes
             ``(S, *shape)``. ``kspace`` is required; ``reconstruction_rss`` drives ``max``/``norm``.
+        compress: gzip (level 9, with byte shuffling) every dataset; used for the bundled demo.
     """
 
-    def __init__(self, f: h5py.File, slice_shapes: dict[str, tuple[tuple[int, ...], type]]):
+    def __init__(
+        self, f: h5py.File, slice_shapes: dict[str, tuple[tuple[int, ...], type]], compress: bool = False
+    ):
         if "kspace" not in slice_shapes:
             raise ValueError("a volume needs a 'kspace' dataset")
         self.f = f
+        self.filters = {"compression": "gzip", "compression_opts": 9, "shuffle": True} if compress else {}
         self.count = 0
         self.max = 0.0
         self.sumsq = 0.0
@@ -52,6 +56,7 @@ class VolumeWriter:
                 chunks=(1, *shape),
                 dtype=dtype,
                 track_times=False,
+                **self.filters,
             )
 
     def add(self, **slices: np.ndarray) -> None:
@@ -76,7 +81,7 @@ class VolumeWriter:
             raise ValueError("no slices were written")
         self.f.create_dataset("ismrmrd_header", data=header, track_times=False)
         if mask is not None:
-            self.f.create_dataset("mask", data=np.asarray(mask, bool), track_times=False)
+            self.f.create_dataset("mask", data=np.asarray(mask, bool), track_times=False, **self.filters)
         self.f.attrs["max"] = self.max
         self.f.attrs["norm"] = math.sqrt(self.sumsq)
         for key, value in attrs.items():

@@ -35,6 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="build the open brain sets from DATA_DIR (default: ../shared/data next to the repository)",
     )
     p.add_argument(
+        "--demo",
+        nargs="?",
+        const=DEFAULT_DATA,
+        type=Path,
+        metavar="DATA_DIR",
+        help="rebuild the bundled demo input (data_prep/demo) from DATA_DIR into --out",
+    )
+    p.add_argument(
         "--sets",
         default=",".join(SETS),
         help=f"open brain sets to build, comma separated (of {','.join(SETS)})",
@@ -106,9 +114,15 @@ def main(argv: list[str]) -> int:
 
     args = build_parser().parse_args(argv)
     opts = _options(args)
-    if not args.sources and args.open_brain is None:
-        raise InputError("nothing to do: give SOURCES or --open-brain [DATA_DIR]")
+    if not args.sources and args.open_brain is None and args.demo is None:
+        raise InputError("nothing to do: give SOURCES, --open-brain [DATA_DIR] or --demo [DATA_DIR]")
     reports = []
+    if args.demo is not None:
+        from data_prep.demo_set import build_demo
+
+        if not args.demo.is_dir():
+            raise InputError(f"{args.demo}: data folder not found")
+        reports.append(build_demo(args.demo.resolve(), args.out, not args.no_progress))
     if args.open_brain is not None:
         sets = tuple(s.strip() for s in args.sets.split(",") if s.strip())
         unknown = [s for s in sets if s not in SETS]
