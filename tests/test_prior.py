@@ -1,0 +1,126 @@
+"""The prior: denoiser contract, EDM preconditioning, safe checkpoints, shipped weights."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+import torch
+
+from mrdiff.config import from_dict, to_dict
+from mrdiff.errors import InputError
+from mrdiff.noise import complex_randn, make_generator
+from mrdiff.priors import build_denoiser, default_prior_path, load_prior
+from mrdiff.priors.checkpoint import export_prior, save_checkpoint, sha256_file
+from mrdiff.training import init_state, restore
+
+SMALL = {
+    "model": {
+        "channels": [8, 16],
+        "res_blocks": [0, 1],
+        "attention_levels": [1],
+        "head_channels": 8,
+        "emb_channels": 16,
+        "groups": 4,
+    },
+    "data": {"resolution": 32},
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+def _randomise(module: torch.nn.Module) -> None:
+    """Non-zero weights everywhere (the zero-initialised output layers would hide errors)."""
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+
+
+def test_denoiser_contract_any_size_and_scalar_sigma():
+    d = build_denoiser(to_dict(from_dict(SMALL)))
+    _randomise(d)
+    x = complex_randn((3, 37, 50), make_generator(0))
+    out = d(x, torch.tensor([0.1, 1.0, 10.0]))
+    assert out.shape == (3, 37, 50) and out.dtype == torch.complex64
+    assert torch.allclose(d(x[:1], 0.5), d(x[:1], torch.tensor([0.5])))
+    assert d.sigma_min == 0.002 and d.sigma_max == 80.0 and isinstance(d.config, dict)
+    with pytest.raises(ValueError, match="complex"):
+        d(x.real, 1.0)
+
+
+def test_edm_preconditioning_limits():
+    """Karras et al. 2022, Table 1: c_skip -> 1 and c_out -> 0 as sigma -> 0, so D(x, ~0) = x."""
+    d = build_denoiser(to_dict(from_dict(SMALL)))
+    _randomise(d)
+    x = complex_randn((2, 32, 32), make_generator(1))
+    assert torch.allclose(d(x, 1e-6), x, atol=1e-5)
+    assert not torch.allclose(d(x, 1.0), x, atol=1e-2)
+
+
+def test_magnitude_prior_returns_real_images():
+    cfg = to_dict(from_dict({**SMALL, "model": {**SMALL["model"], "in_channels": 1}}))
+    d = build_denoiser(cfg)
+    _randomise(d)
+    out = d(complex_randn((2, 32, 32), make_generator(2)), 0.3)
+    assert out.imag.abs().max() == 0 and out.real.abs().max() > 0
+
+
+def _prior_file(tmp_path: Path, config: dict) -> Path:
+    d = build_denoiser(config)
+    path = tmp_path / "prior.pt"
+    export_prior({"config": config, "step": 3, "ema": d.model.state_dict()}, path)
+    return path
+
+
+def test_load_prior_roundtrip_and_sha(tmp_path):
+    config = to_dict(from_dict(SMALL))
+    path = _prior_file(tmp_path, config)
+    d = load_prior(path)
+    assert d.sha256 == sha256_file(path) and d.config == config
+    assert not any(p.requires_grad for p in d.parameters())
+
+
+def test_pickled_object_checkpoint_is_refused(tmp_path):
+    config = to_dict(from_dict(SMALL))
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "mrdiff-prior-v1", "config": config, "ema": {}, "x": argparse.Namespace(a=1)}, path)
+    with pytest.raises(InputError, match="pickled Python objects"):
+        load_prior(path)
+
+
+def test_wrong_channel_weights_give_clear_error(tmp_path):
+    config = to_dict(from_dict(SMALL))
+    mag = to_dict(from_dict({**SMALL, "model": {**SMALL["model"], "in_channels": 1}}))
+    state = {"config": config, "step": 1, "ema": build_denoiser(mag).model.state_dict()}
+    save_checkpoint(state, tmp_path / "bad.pt")
+    with pytest.raises(InputError, match="wrong channels or width"):
+        load_prior(tmp_path / "bad.pt")
+
+
+def test_resume_with_other_resolution_or_channels_is_refused(tmp_path):
+    from mrdiff.training import _save
+
+    cfg = from_dict(SMALL)
+    _save(init_state(cfg, torch.device("cpu")), cfg, tmp_path)
+    for change, key in [
+        ({"data": {"resolution": 64}}, "data.resolution"),
+        ({"model": {"in_channels": 1}}, "in_channels"),
+    ]:
+        other = from_dict({k: {**SMALL.get(k, {}), **change.get(k, {})} for k in ("model", "data")})
+        with pytest.raises(InputError, match=key):
+            restore(init_state(other, torch.device("cpu")), tmp_path / "last.pt", other)
+
+
+def test_shipped_prior_loads_without_network():
+    path = default_prior_path()
+    d = load_prior(None)
+    expected = (path.parent / "brain128-cpu.sha256").read_text().split()[0]
+    assert d.sha256 == expected == sha256_file(path)
+    assert path.stat().st_size < 20e6 and d.resolution == 128
+    x = complex_randn((1, 128, 128), make_generator(3))
+    assert torch.isfinite(torch.view_as_real(d(x, 1.0))).all()
