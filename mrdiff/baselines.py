@@ -1,0 +1,87 @@
+"""Classical reconstruction baselines: zero-filled, CG-SENSE, L1-wavelet and TV compressed sensing.
+
+All share one signature, ``fn(y, op, **params) -> x``, with ``y`` ``(B, C, H, W)`` masked k-space,
+``op`` a ``CartesianOperator`` and ``x`` a complex ``(B, H, W)`` image on the scale of ``y``.
+The CS regularisation weights are relative: data are normalised by ``image_scale`` of the
+zero-filled image before sigpy runs, so one lambda serves every scan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import sigpy.mri.app
+import torch
+
+from mrdiff.coils import rss
+from mrdiff.fft import ifft2c
+from mrdiff.operators import CartesianOperator, conjugate_gradient
+from mrdiff.scaling import image_scale
+
+# Defaults chosen on the `val` split (benchmarks/tune_cs.py); never on `test`.
+DEFAULT_LAMBDA = {"cs-l1": 0.002, "cs-tv": 0.002}
+DEFAULT_CS_ITERS = 60
+
+
+def zero_filled(y: torch.Tensor, op: CartesianOperator) -> torch.Tensor:
+    """Zero-filled reconstruction: RSS of the coil images (fastMRI's ESC/RSS target convention).
+
+    Returned as a real-valued complex ``(B, H, W)`` image (its phase is not defined by RSS).
+    """
+    return rss(ifft2c(y * op.mask.to(y.device))).to(y.dtype)
+
+
+def cg_sense(y: torch.Tensor, op: CartesianOperator, iters: int = 30, damping: float = 1e-3) -> torch.Tensor:
+    """CG-SENSE (Pruessmann et al., MRM 46:638, 2001): CG on ``(A^H A + damping I) x = A^H y``.
+
+    ``damping`` is relative to the data scale (the 99th percentile of ``|A^H y|``).
+    """
+    rhs = op.AH(y)
+    scale = image_scale(rhs).to(rhs.device)[:, None, None]
+    x = conjugate_gradient(op.normal, rhs / scale, iters=iters, damping=damping)
+    return x * scale
+
+
+def _sigpy_cs(app: type, y: torch.Tensor, op: CartesianOperator, lamda: float, max_iter: int):
+    """Run a sigpy CS app item by item on normalised data; undo the scale."""
+    out = []
+    maps = op.maps
+    weights = op.mask.to(torch.float32)
+    for b in range(y.shape[0]):
+        yb = y[b : b + 1]
+        s = float(image_scale(zero_filled(yb, op if maps is None else _item_op(op, b))))
+        mps = np.ones((1,) + tuple(y.shape[-2:]), np.complex64) if maps is None else maps[b].numpy()
+        w = np.broadcast_to(weights.numpy(), y.shape[1:]).astype(np.float32)
+        ksp = (yb[0] / s).cpu().numpy().astype(np.complex64)
+        x = app(ksp, mps, lamda, weights=w, max_iter=max_iter, show_pbar=False).run()
+        out.append(torch.from_numpy(np.asarray(x)).to(torch.complex64) * s)
+    return torch.stack(out).to(y.device)
+
+
+def _item_op(op: CartesianOperator, b: int) -> CartesianOperator:
+    """The operator restricted to batch item ``b``."""
+    mask = op.mask
+    if mask.ndim == 4:
+        mask = mask[b : b + 1]
+    return CartesianOperator(mask, op.maps[b : b + 1])
+
+
+def cs_l1(y: torch.Tensor, op: CartesianOperator, lamda: float | None = None, iters: int = DEFAULT_CS_ITERS):
+    """L1-wavelet compressed sensing (Lustig, Donoho & Pauly, MRM 58:1182, 2007) via sigpy."""
+    lamda = DEFAULT_LAMBDA["cs-l1"] if lamda is None else lamda
+    return _sigpy_cs(sigpy.mri.app.L1WaveletRecon, y.cpu(), op, lamda, iters).to(y.device)
+
+
+def cs_tv(y: torch.Tensor, op: CartesianOperator, lamda: float | None = None, iters: int = DEFAULT_CS_ITERS):
+    """Total-variation compressed sensing (Block, Uecker & Frahm, MRM 57:1086, 2007) via sigpy."""
+    lamda = DEFAULT_LAMBDA["cs-tv"] if lamda is None else lamda
+    return _sigpy_cs(sigpy.mri.app.TotalVariationRecon, y.cpu(), op, lamda, iters).to(y.device)
+
+
+BASELINES: dict[str, Callable[..., torch.Tensor]] = {
+    "zf": zero_filled,
+    "sense": cg_sense,
+    "cs-l1": cs_l1,
+    "cs-tv": cs_tv,
+}

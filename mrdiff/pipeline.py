@@ -1,0 +1,179 @@
+"""The per-volume reconstruction pipeline shared by ``mrdiff recon`` and ``mrdiff bench``.
+
+read slice -> mask (the file's own, or a retrospective one seeded from the file name) -> coil maps
+(ESPIRiT, once per slice) -> method (baseline, supervised network or diffusion) -> magnitude,
+centre-cropped to the recon size.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from mrdiff.baselines import BASELINES
+from mrdiff.coils import estimate_maps
+from mrdiff.errors import InputError
+from mrdiff.io import VolumeInfo, center_crop, read_slice
+from mrdiff.masks import make_mask
+from mrdiff.noise import make_generator, seed_for
+from mrdiff.operators import CartesianOperator
+
+
+@dataclass(frozen=True)
+class MaskSpec:
+    """Retrospective undersampling used when a file has no ``mask`` of its own."""
+
+    kind: str = "random"
+    accel: float = 4.0
+    center_fraction: float = 0.08
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A method and everything it needs; ``params`` are method-specific keyword arguments."""
+
+    name: str
+    params: dict = field(default_factory=dict)
+    denoiser: object | None = None
+    nfe: int = 50
+    samples: int = 1
+    seed: int = 0
+    device: str = "cpu"
+    batch: int = 1
+
+
+@dataclass
+class VolumeResult:
+    """Magnitude outputs ``(S, h, w)`` float32, plus per-slice residual and timing."""
+
+    reconstruction: np.ndarray
+    zero_filled: np.ndarray
+    std: np.ndarray | None
+    residual: np.ndarray
+    seconds_per_slice: float
+    nfe: int
+    mask: torch.Tensor
+
+
+def _registry(module: str, name: str) -> dict:
+    try:
+        return dict(getattr(importlib.import_module(module), name))
+    except (ImportError, AttributeError):
+        return {}
+
+
+def diffusion_methods() -> dict:
+    """The registered measurement-consistency methods (empty if that module is unavailable)."""
+    return _registry("mrdiff.consistency", "REGISTRY")
+
+
+def supervised_methods() -> dict:
+    """The registered supervised networks (U-Net, VarNet), if available."""
+    return _registry("mrdiff.supervised", "SUPERVISED")
+
+
+def all_methods() -> list[str]:
+    """Every method name ``mrdiff recon`` accepts."""
+    return [*BASELINES, *supervised_methods(), *diffusion_methods()]
+
+
+def check_method(name: str) -> None:
+    """Raise InputError for an unknown method."""
+    if name not in all_methods():
+        raise InputError(f"unknown method '{name}' (choose from {', '.join(all_methods())})")
+
+
+def volume_mask(info: VolumeInfo, spec: MaskSpec) -> torch.Tensor:
+    """The file's acquired mask, else a retrospective mask seeded from the file name."""
+    if info.mask is not None:
+        return info.mask
+    _, _, H, W = info.shape
+    return make_mask(spec.kind, (H, W), spec.accel, spec.center_fraction, info.path.name, spec.seed)
+
+
+def _slice_inputs(info: VolumeInfo, index: int, mask: torch.Tensor):
+    """Masked k-space ``(C, H, W)``, maps ``(C, H, W)`` or None, target or None."""
+    data = read_slice(info, index)
+    y = data.kspace * mask.to(torch.bool)
+    if not bool(y.abs().sum() > 0):
+        raise InputError(f"{info.path}: slice {index} has no measured k-space under the mask")
+    maps = None if data.kspace.shape[0] == 1 else estimate_maps(y, mask)
+    return y, maps, data.target
+
+
+def _run_method(spec: MethodSpec, y, op, generators) -> dict:
+    """Run one method on a batch; returns complex ``mean`` (B,H,W), optional ``std``, ``nfe``."""
+    if spec.name in BASELINES:
+        return {"mean": BASELINES[spec.name](y, op, **spec.params), "std": None, "nfe": 0}
+    sup = supervised_methods()
+    if spec.name in sup:
+        return {"mean": sup[spec.name](y, op, **spec.params), "std": None, "nfe": 1}
+    from mrdiff.reconstruct import reconstruct
+
+    params = dict(spec.params)
+    init = None
+    init_name = params.pop("init", None)
+    if init_name is not None or getattr(diffusion_methods()[spec.name], "needs_init", False):
+        init = _run_method(MethodSpec(init_name or "cs-l1"), y, op, generators)["mean"]
+    res = reconstruct(
+        y,
+        op,
+        spec.name,
+        spec.denoiser,
+        nfe=spec.nfe,
+        samples=spec.samples,
+        generators=generators,
+        params=params,
+        init=init,
+    )
+    return {"mean": res.mean, "std": res.std, "nfe": res.nfe}
+
+
+def reconstruct_volume(
+    info: VolumeInfo,
+    spec: MethodSpec,
+    mask_spec: MaskSpec = MaskSpec(),
+    slices: list[int] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> VolumeResult:
+    """Reconstruct the given slices (default: all) of one volume.
+
+    Slices are batched ``spec.batch`` at a time; each slice draws from its own generator seeded
+    with ``(spec.seed, file name, slice)`` so results do not depend on the batching.
+    """
+    check_method(spec.name)
+    mask = volume_mask(info, mask_spec)
+    slices = list(range(info.shape[0])) if slices is None else slices
+    outs, zfs, stds, res_all, nfe, t0 = [], [], [], [], 0, time.perf_counter()
+    for start in range(0, len(slices), max(1, spec.batch)):
+        idx = slices[start : start + max(1, spec.batch)]
+        parts = [_slice_inputs(info, i, mask) for i in idx]
+        y = torch.stack([p[0] for p in parts]).to(spec.device)
+        maps = None if parts[0][1] is None else torch.stack([p[1] for p in parts]).to(spec.device)
+        op = CartesianOperator(mask.to(spec.device), maps)
+        gens = [make_generator(seed_for(spec.seed, info.path.name, i), spec.device) for i in idx]
+        out = _run_method(spec, y, op, gens)
+        nfe = out["nfe"]
+        outs.append(center_crop(out["mean"].abs(), info.recon_size).float().cpu())
+        zfs.append(center_crop(BASELINES["zf"](y, op).abs(), info.recon_size).float().cpu())
+        if out["std"] is not None:
+            stds.append(center_crop(out["std"], info.recon_size).float().cpu())
+        res_all.append(op.residual(out["mean"].to(y.dtype), y).float().cpu())
+        if progress:
+            progress(len(idx))
+    seconds = (time.perf_counter() - t0) / max(1, len(slices))
+    return VolumeResult(
+        torch.cat(outs).numpy(),
+        torch.cat(zfs).numpy(),
+        torch.cat(stds).numpy() if stds else None,
+        torch.cat(res_all).numpy(),
+        seconds,
+        nfe,
+        mask,
+    )

@@ -1,0 +1,51 @@
+"""Argument helpers shared by verbs: `--set key=value` parsing, devices, output paths."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import torch
+import yaml
+
+from mrdiff.errors import InputError
+
+
+def parse_sets(items: list[str] | None) -> dict:
+    """``["a=1", "b.c=x"]`` -> ``{"a": 1, "b.c": "x"}`` with YAML-typed values."""
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"--set expects key=value, got '{item}'")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def method_params(method: str, target: object, sets: dict) -> dict:
+    """Keep ``--set`` keys for ``method`` (``key`` or ``method.key``); reject keys it does not take."""
+    params = {k.split(".", 1)[1] if k.startswith(method + ".") else k: v for k, v in sets.items()}
+    sig = inspect.signature(target)
+    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        return params
+    known = set(sig.parameters) - {"self", "y", "op"}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise InputError(f"unknown parameter(s) {unknown} for method '{method}' (known: {sorted(known)})")
+    return params
+
+
+def pick_device(name: str) -> str:
+    """``auto`` -> ``cuda`` when available else ``cpu``; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda requested but no CUDA GPU is available")
+    return name
+
+
+def output_path(inp: Path, out: Path, many: bool) -> Path:
+    """Output file for input ``inp``: ``out`` itself for a single ``.h5`` target, else ``out/inp.name``."""
+    if not many and out.suffix in (".h5", ".hdf5"):
+        return out
+    return out / inp.name
