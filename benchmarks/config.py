@@ -18,8 +18,10 @@ import numpy as np
 import yaml
 
 from benchmarks.harness import MethodConfig
+from mrdiff.baselines import BASELINES
 from mrdiff.errors import InputError
-from mrdiff.pipeline import all_methods, diffusion_methods
+from mrdiff.pipeline import all_methods, diffusion_methods, supervised_methods
+from recon.verbs.common import method_params
 
 DEFAULT_PARAMS = Path(__file__).resolve().parent / "params" / "open-brain-128.yaml"
 
@@ -56,8 +58,17 @@ def method_config(label: str, table: dict, nfe: int | None = None, samples: int 
     if init is not None and init not in all_methods():
         raise InputError(f"method '{label}': unknown init '{init}'")
     is_diff = name in diffusion_methods()
+    _validate(name, {k: v for k, v in params.items() if k != "init"})
     n = int(nfe if (nfe is not None and is_diff) else entry.get("nfe", 50))
     return MethodConfig(label, name, params, n if is_diff else 0, samples if is_diff else 1)
+
+
+def _validate(name: str, params: dict) -> None:
+    """Reject parameters the method does not take, before anything runs."""
+    if name in diffusion_methods():
+        diffusion_methods()[name](**params)
+    else:
+        method_params(name, {**BASELINES, **supervised_methods()}[name], params)
 
 
 def method_configs(

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Reproduce benchmarks/results/open-brain-128 on CPU (about 35 min on 2 shared cores).
+#
+#   benchmarks/run_open_brain.sh [classical|sweep|table|nfe|publish|all]...
+#
+# classical: classical + supervised rows on `test` (no prior needed), plus the real-undersampled figure
+# sweep:     diffusion hyper-parameters and NFE on `val` -> benchmarks/params/open-brain-128.yaml
+# table:     every row on `test` (reuses finished classical cells), real-undersampled figure
+# nfe:       diffusion rows at NFE 5, 10, 20, 50 on random 8x (PSNR-versus-NFE curve)
+# publish:   copy tables, figures and cell JSONs (not the reconstructions) into the repository
+# Every stage resumes: rerunning skips finished cells. Environment: DATA, RUN, SLICES, MRDIFF.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${DATA:-data/open-brain-128}
+RUN=${RUN:-runs/bench/open-brain-128}
+SLICES=${SLICES:-4}
+MRDIFF=${MRDIFF:-.venv/bin/mrdiff}
+PUB=benchmarks/results/open-brain-128
+CLASSICAL=zf,sense,cs-l1,cs-tv,unet,varnet
+DIFFUSION=pocs,ilvr,ccdf,mcg,repaint,dps,dds
+GRID=(--masks random,equispaced,poisson --accels 4,8 --slices-per-volume "$SLICES" --seeds 1)
+export OMP_NUM_THREADS=1
+
+bench() { echo "[$(date -u +%H:%M:%S)] mrdiff bench $*"; nice -n 10 "$MRDIFF" bench "$@"; }
+
+stage() {
+  case "$1" in
+    classical) bench --data "$DATA" --split test --methods "$CLASSICAL" "${GRID[@]}" --out "$RUN/test" \
+                 --real "$DATA/real-undersampled" ;;
+    sweep) bench --sweep --data "$DATA" --split val --methods "$DIFFUSION" --masks random --accels 4,8 \
+             --slices-per-volume 2 --nfe 10,20 --out "$RUN/sweep" --params-out benchmarks/params/open-brain-128.yaml ;;
+    table) bench --data "$DATA" --split test --methods "$CLASSICAL,$DIFFUSION" "${GRID[@]}" --out "$RUN/test" \
+             --real "$DATA/real-undersampled" ;;
+    nfe) bench --data "$DATA" --split test --methods "$DIFFUSION" --masks random --accels 8 \
+           --slices-per-volume "$SLICES" --nfe 5,10,20,50 --out "$RUN/nfe" ;;
+    publish)
+      for sub in test:. sweep:sweep-val nfe:nfe; do
+        src="$RUN/${sub%%:*}"; dst="$PUB/${sub##*:}"
+        [ -f "$src/results.md" ] || continue
+        mkdir -p "$dst/cells"
+        cp "$src"/results.md "$src"/results.csv "$src"/metrics_per_volume.csv "$src"/bench.json "$dst"/
+        cp "$src"/*.png "$dst"/ 2>/dev/null || true
+        cp "$src"/cells/*.json "$dst/cells/"
+        if [ -d "$src/real/cells" ]; then mkdir -p "$dst/real-cells"; cp "$src"/real/cells/*.json "$dst/real-cells/"; fi
+      done ;;
+    all) for s in classical sweep table nfe publish; do stage "$s"; done ;;
+    *) echo "unknown stage $1" >&2; exit 2 ;;
+  esac
+}
+
+for s in "${@:-all}"; do stage "$s"; done
