@@ -147,12 +147,14 @@ def main(argv: list[str]) -> int:
     val_data = SliceDataset(val_dir, cfg.data.resolution, cfg.data.min_rel_scale) if val_dir else None
     device = _setup_device(args.device)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rank = int(os.environ.get("RANK", "0"))
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    say = print if rank == 0 else (lambda *a, **k: None)
     lock = _lock_run_dir(out_dir) if rank == 0 else None
-    with atomic_path(out_dir / "config.yaml") as tmp:
-        tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    if rank == 0:
+        with atomic_path(out_dir / "config.yaml") as tmp:
+            tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     n_val = len(val_data) if val_data else 0
-    print(f"training '{cfg.name}' on {len(train_data)} slices ({n_val} val) on {device}", flush=True)
+    say(f"training '{cfg.name}' on {len(train_data)} slices ({n_val} val) on {device} x {world}", flush=True)
     stop = {"signal": 0}
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -175,10 +177,12 @@ def main(argv: list[str]) -> int:
             signal.signal(s, handler)
         if lock is not None:
             lock.unlink(missing_ok=True)
-    print(
+        if world > 1:
+            torch.distributed.destroy_process_group()
+    say(
         f"stopped at step {state.step} after {state.elapsed_s / 60:.1f} min; checkpoint {out_dir / 'last.pt'}"
     )
     if stop["signal"]:
-        print("interrupted: continue with --resume", file=sys.stderr)
+        say("interrupted: continue with --resume", file=sys.stderr)
         return 128 + stop["signal"]
     return 0
