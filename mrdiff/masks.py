@@ -21,6 +21,11 @@ FASTMRI_KINDS = ("random", "equispaced", "equispaced_fraction", "magic", "magic_
 MASK_KINDS = FASTMRI_KINDS + ("gaussian", "poisson")
 
 
+def canonical_kind(kind: str) -> str:
+    """Accept ``equispaced-fraction`` as well as fastMRI's ``equispaced_fraction`` spelling."""
+    return kind.replace("-", "_")
+
+
 def fastmri_seed(file_name: str) -> tuple[int, ...]:
     """The seed fastMRI's ``SliceDataset`` uses for a file: ``tuple(map(ord, fname))``."""
     return tuple(map(ord, file_name))
@@ -84,7 +89,7 @@ def make_mask(
     """Build a sampling mask, reproducible from ``file_name`` (and an optional extra ``seed``).
 
     Args:
-        kind: one of ``MASK_KINDS``.
+        kind: one of ``MASK_KINDS`` (``-`` may replace ``_``).
         shape: k-space grid ``(H, W)``.
         accel: acceleration factor (>= 1).
         center_fraction: fraction of fully sampled centre columns (1-D) or of each axis (2-D).
@@ -96,6 +101,7 @@ def make_mask(
         bool tensor ``(W,)`` for 1-D masks or ``(H, W)`` for Poisson; broadcastable to ``(H, W)``.
     """
     shape = tuple(int(s) for s in shape)
+    kind = canonical_kind(kind)
     _check(kind, shape, accel, center_fraction)
     if kind in FASTMRI_KINDS:
         fm_seed = fastmri_seed(file_name) if seed is None else seed_for(file_name, seed) % (2**32)

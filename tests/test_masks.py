@@ -65,3 +65,8 @@ def test_extra_seed_changes_mask():
 def test_bad_arguments(kind, accel, cf):
     with pytest.raises(InputError):
         make_mask(kind, SHAPE, accel, cf, "f.h5")
+
+
+def test_hyphenated_names():
+    a = make_mask("equispaced-fraction", SHAPE, 4, 0.08, "f.h5")
+    assert torch.equal(a, make_mask("equispaced_fraction", SHAPE, 4, 0.08, "f.h5"))

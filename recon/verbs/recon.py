@@ -12,7 +12,7 @@ from mrdiff import __version__
 from mrdiff.baselines import BASELINES
 from mrdiff.errors import InputError
 from mrdiff.io import list_volumes, open_volume, write_reconstruction
-from mrdiff.masks import MASK_KINDS, sampling_fraction
+from mrdiff.masks import MASK_KINDS, canonical_kind, sampling_fraction
 from mrdiff.pipeline import (
     MaskSpec,
     MethodSpec,
@@ -124,6 +124,7 @@ def main(argv: list[str]) -> int:
     """Entry point of `mrdiff recon`."""
     args = build_parser().parse_args(argv)
     check_method(args.method)
+    args.mask = canonical_kind(args.mask)
     if args.mask not in MASK_KINDS:
         raise InputError(f"unknown mask '{args.mask}' (choose from {', '.join(MASK_KINDS)})")
     if not args.accel >= 1:
