@@ -11,6 +11,7 @@ Two gzip-compressed fastMRI-style files, small enough for the repository (< 3 MB
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -45,10 +46,11 @@ def demo_jobs(data_dir: Path) -> list[Job]:
     ]
 
 
-def build_demo(data_dir: Path, out_dir: Path, progress: bool = True) -> BuildReport:
+def build_demo(data_dir: Path, out_dir: Path, progress: bool = True, force: bool = False) -> BuildReport:
     """Build the demo files into ``out_dir`` (normally ``data_prep/demo``) plus a manifest."""
     started = time.perf_counter()
-    report = build(demo_jobs(Path(data_dir)), Path(out_dir), DEMO_OPTIONS, progress)
+    opts = dataclasses.replace(DEMO_OPTIONS, force=force)
+    report = build(demo_jobs(Path(data_dir)), Path(out_dir), opts, progress)
     write_manifest(Path(out_dir), report.entries, {"created_by": "mrdiff prep --demo"})
     check_leakage(report.entries, open_brain.EVAL_ONLY, open_brain.SHARED_SUBJECTS)
     report.seconds = time.perf_counter() - started

@@ -122,7 +122,7 @@ def main(argv: list[str]) -> int:
 
         if not args.demo.is_dir():
             raise InputError(f"{args.demo}: data folder not found")
-        reports.append(build_demo(args.demo.resolve(), args.out, not args.no_progress))
+        reports.append(build_demo(args.demo.resolve(), args.out, not args.no_progress, args.force))
     if args.open_brain is not None:
         sets = tuple(s.strip() for s in args.sets.split(",") if s.strip())
         unknown = [s for s in sets if s not in SETS]
