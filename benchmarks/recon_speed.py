@@ -3,7 +3,8 @@
 Speed: seconds per slice of ``mrdiff.reconstruct.reconstruct`` per method at a fixed NFE, the time of
 one denoiser call ``t_D`` (no grad; and forward+backward for gradient methods) and the loop overhead
 ``(t - NFE * t_D) / (NFE * t_D)``. Quality: PSNR/SSIM (fastMRI conventions, ``mrdiff.metrics``) vs NFE
-for the chosen methods on a few slices of the `val` split, through the same pipeline as ``mrdiff recon``.
+for the chosen methods on a few slices of the `val` split (same masks, ESPIRiT maps, CS warm start and
+per-slice seeds as ``mrdiff recon``; inputs computed once per file and acceleration).
 
 Example::
 
@@ -24,12 +25,13 @@ import numpy as np
 import torch
 
 from mrdiff.atomic import atomic_path
+from mrdiff.baselines import BASELINES
 from mrdiff.consistency import REGISTRY
-from mrdiff.io import center_crop, list_volumes, open_volume, read_slice
+from mrdiff.io import center_crop, list_volumes, open_volume
 from mrdiff.metrics import volume_metrics
-from mrdiff.noise import make_generator
+from mrdiff.noise import make_generator, seed_for
 from mrdiff.operators import CartesianOperator
-from mrdiff.pipeline import MaskSpec, MethodSpec, _slice_inputs, reconstruct_volume, volume_mask
+from mrdiff.pipeline import MaskSpec, _slice_inputs, volume_mask
 from mrdiff.reconstruct import SCALE_ITERS, estimate_scale, reconstruct
 from mrdiff.sampling import denoise
 from mrdiff.scaling import image_scale
@@ -117,36 +119,68 @@ def calibration(files, accels, slices) -> list[dict]:
     return rows
 
 
-def quality(denoiser, files, methods, nfes, accels, slices, params, device, grid=None) -> list[dict]:
-    """PSNR/SSIM vs NFE (and a parameter grid) on the middle ``slices`` slices of each file."""
+def _volume_inputs(path, accel, slices, device, init_method):
+    """Middle slices of one file: (y, op, target (S,h,w), recon_size, init or None), computed once."""
+    info = open_volume(path)
+    mid = info.shape[0] // 2
+    idx = list(range(max(0, mid - slices // 2), min(info.shape[0], mid - slices // 2 + slices)))
+    mask = volume_mask(info, MaskSpec("random", accel, 0.08))
+    parts = [_slice_inputs(info, i, mask) for i in idx]
+    y = torch.stack([p[0] for p in parts]).to(device)
+    maps = None if parts[0][1] is None else torch.stack([p[1] for p in parts]).to(device)
+    op = CartesianOperator(mask.to(device), maps)
+    target = np.stack([center_crop(p[2], info.recon_size).numpy() for p in parts])
+    init = BASELINES[init_method](y, op) if init_method else None
+    return y, op, target, info.recon_size, init, [seed_for(0, path.name, i) for i in idx]
+
+
+def quality(
+    denoiser, files, methods, nfes, accels, slices, params, device, grid=None, samples=1, baselines=()
+):
+    """PSNR/SSIM vs NFE (and a parameter grid) on the middle ``slices`` slices of each file.
+
+    Inputs (coil maps, CCDF's CS warm start) are computed once per file and acceleration.
+    """
     rows = []
     for accel in accels:
+        init_method = "cs-l1" if "ccdf" in methods else None
+        inputs = [_volume_inputs(path, accel, slices, device, init_method) for path in files]
+        for name in baselines:
+            per_vol = [
+                volume_metrics(t, center_crop(BASELINES[name](y, op).abs(), size).float().cpu().numpy())
+                for y, op, t, size, _, _ in inputs
+            ]
+            row = {"method": name, "accel": accel, "nfe": 0}
+            row.update({k: float(np.mean([v[k] for v in per_vol])) for k in ("PSNR", "SSIM")})
+            rows.append(row)
+            print(json.dumps(row), flush=True)
         for name in methods:
             for nfe, extra in ((n, e) for n in nfes for e in (grid or {}).get(name, [{}])):
+                prm = {**params.get(name, {}), **extra}
                 per_vol, secs = [], []
-                for path in files:
-                    info = open_volume(path)
-                    mid = info.shape[0] // 2
-                    idx = list(
-                        range(max(0, mid - slices // 2), min(info.shape[0], mid - slices // 2 + slices))
+                for y, op, target, size, init, seeds in inputs:
+                    gens = [make_generator(sd, device) for sd in seeds]
+                    t0 = time.perf_counter()
+                    res = reconstruct(
+                        y,
+                        op,
+                        name,
+                        denoiser,
+                        nfe=nfe,
+                        samples=samples,
+                        generators=gens,
+                        params=prm,
+                        init=init,
                     )
-                    prm = {**params.get(name, {}), **extra}
-                    spec = MethodSpec(name, prm, denoiser, nfe, 1, 0, device, len(idx))
-                    out = reconstruct_volume(info, spec, MaskSpec("random", accel, 0.08), idx)
-                    target = np.stack([center_crop(read_slice(info, i).target, info.recon_size) for i in idx])
-                    per_vol.append(volume_metrics(target, out.reconstruction))
-                    secs.append(out.seconds_per_slice)
-                rows.append(
-                    {
-                        "method": name,
-                        "accel": accel,
-                        "nfe": nfe,
-                        "params": {**params.get(name, {}), **extra},
-                        "PSNR": float(np.mean([v["PSNR"] for v in per_vol])),
-                        "SSIM": float(np.mean([v["SSIM"] for v in per_vol])),
-                        "s_per_slice": float(np.mean(secs)),
-                    }
-                )
+                    secs.append((time.perf_counter() - t0) / len(y))
+                    recon = center_crop(res.mean.abs(), size).float().cpu().numpy()
+                    per_vol.append(volume_metrics(target, recon))
+                row = {"method": name, "accel": accel, "nfe": nfe, "samples": samples, "params": prm}
+                row["PSNR"] = float(np.mean([v["PSNR"] for v in per_vol]))
+                row["SSIM"] = float(np.mean([v["SSIM"] for v in per_vol]))
+                row["s_per_slice"] = float(np.mean(secs))
+                rows.append(row)
+                print(json.dumps(row), flush=True)
     return rows
 
 
@@ -174,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--volumes", type=int, default=2, help="val volumes used")
     p.add_argument("--slices", type=int, default=2, help="slices per volume")
     p.add_argument("--batch", type=int, default=1, help="slices per batch in the speed runs")
+    p.add_argument("--baselines", default="zf,cs-l1", help="baselines reported next to the quality runs")
+    p.add_argument("--samples", type=int, default=1, help="posterior samples averaged in the quality runs")
     p.add_argument("--set", action="append", default=[], help="method.param=value")
     p.add_argument("--grid", action="append", default=[], help="method.param=v1,v2 (quality runs only)")
     p.add_argument("--calibrate", action="store_true", help="only measure the scale calibration ratio")
@@ -203,10 +239,20 @@ def main(argv: list[str] | None = None) -> int:
     if a.quality_methods != "none":
         nfes = [int(v) for v in a.quality_nfe.split(",")]
         methods = a.quality_methods.split(",")
-        rows = quality(denoiser, files, methods, nfes, accels, a.slices, params, a.device, _grid(a.grid))
-        for row in rows:
-            result["quality"].append(row)
-            print(json.dumps(row), flush=True)
+        rows = quality(
+            denoiser,
+            files,
+            methods,
+            nfes,
+            accels,
+            a.slices,
+            params,
+            a.device,
+            _grid(a.grid),
+            a.samples,
+            [b for b in a.baselines.split(",") if b],
+        )
+        result["quality"].extend(rows)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(a.out) as tmp:
         Path(tmp).write_text(json.dumps(result, indent=1))
