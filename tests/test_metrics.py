@@ -70,6 +70,7 @@ def test_cli_eval_equals_fastmri_evaluate(tmp_path):
     assert len(got["volumes"]) == 3
 
 
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
 def test_perfect_reconstruction():
     t = np.random.default_rng(0).random((2, 8, 8)).astype(np.float32) + 0.1
     m = volume_metrics(t, t.copy())
