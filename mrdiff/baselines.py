@@ -29,11 +29,18 @@ DEFAULT_SENSE_ITERS = 8  # CG semi-convergence: 8 iterations beat 30 by 0.09 SSI
 
 
 def zero_filled(y: torch.Tensor, op: CartesianOperator) -> torch.Tensor:
-    """Zero-filled reconstruction: RSS of the coil images (fastMRI's ESC/RSS target convention).
+    """Zero-filled reconstruction whose magnitude is the RSS of the coil images (fastMRI's target
+    convention; ESC for single-coil data) and whose phase is that of ``A^H y`` (0 where undefined).
 
-    Returned as a real-valued complex ``(B, H, W)`` image (its phase is not defined by RSS).
+    Returns:
+        complex ``(B, H, W)``; for single-coil data exactly ``F^H y``.
     """
-    return rss(ifft2c(y * op.mask.to(y.device))).to(y.dtype)
+    coil_images = ifft2c(y * op.mask.to(y.device))
+    if op.maps is None:
+        return coil_images[:, 0]
+    phase = torch.sgn(op.combine(coil_images))
+    phase = torch.where(phase == 0, torch.ones_like(phase), phase)
+    return rss(coil_images).to(y.dtype) * phase
 
 
 def cg_sense(

@@ -35,9 +35,10 @@ def test_zero_filled_is_rss(problem):
     _, op, y, _ = problem
     np.testing.assert_allclose(BASELINES["zf"](y, op).abs().numpy(), rss(ifft2c(y)).numpy(), rtol=1e-6)
     single = CartesianOperator(op.mask)
-    np.testing.assert_allclose(
-        BASELINES["zf"](y[:, :1], single).abs().numpy(), ifft2c(y[:, 0]).abs().numpy(), rtol=1e-6
-    )
+    torch.testing.assert_close(BASELINES["zf"](y[:, :1], single), ifft2c(y[:, 0]))
+    # phase from the coil combination: closer to the data than a real-valued RSS image
+    zf = BASELINES["zf"](y, op)
+    assert float(op.residual(zf, y)) < float(op.residual(zf.abs().to(zf.dtype), y))
 
 
 def test_sense_fully_sampled_is_exact(problem):
