@@ -124,3 +124,22 @@ def test_shipped_prior_loads_without_network():
     assert path.stat().st_size < 20e6 and d.resolution == 128
     x = complex_randn((1, 128, 128), make_generator(3))
     assert torch.isfinite(torch.view_as_real(d(x, 1.0))).all()
+
+
+def test_sample_verb_writes_grid_and_memorisation_report(tmp_path):
+    import json
+
+    from test_train import write_volumes
+
+    from recon.cli import main
+
+    write_volumes(tmp_path / "data" / "train")
+    write_volumes(tmp_path / "data" / "val", n_files=1, seed=1)
+    path = _prior_file(tmp_path, to_dict(from_dict(SMALL)))
+    out = tmp_path / "grid.png"
+    args = ["sample", "--prior", str(path), "-n", "2", "--steps", "2", "--out", str(out)]
+    assert main(args + ["--data", str(tmp_path / "data")]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())["memorisation"]
+    assert len(report["sample_nearest_rms"]) == 2 and report["val_images"] == 4
+    assert out.is_file() and (tmp_path / "grid_nearest.png").is_file()
+    assert main(["sample", "--prior", str(tmp_path / "missing.pt"), "--out", str(out)]) == 2
