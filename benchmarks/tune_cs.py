@@ -90,7 +90,7 @@ def _slice_batch(info, idx: list[int], accel: float, cf: float):
     return torch.stack(ys), CartesianOperator(mask, maps_t), torch.stack(targets).numpy()
 
 
-def evaluate_volume(path: Path, n_slices: int) -> list[dict]:
+def evaluate_volume(path: Path, n_slices: int, grid: dict = GRID) -> list[dict]:
     """Every (setting, method, lambda) on the central ``n_slices`` of one volume."""
     info = open_volume(path)
     S = info.shape[0]
@@ -98,7 +98,7 @@ def evaluate_volume(path: Path, n_slices: int) -> list[dict]:
     rows = []
     for accel, cf in SETTINGS:
         y, op, target = _slice_batch(info, idx, accel, cf)
-        runs = [("zf", None, None)] + [(m, key, v) for m, (key, grid) in GRID.items() for v in grid]
+        runs = [("zf", None, None)] + [(m, key, v) for m, (key, values) in grid.items() for v in values]
         for method, key, lam in runs:
             t0 = time.perf_counter()
             x = BASELINES[method](y, op, **({} if key is None else {key: lam}))
@@ -144,10 +144,18 @@ def main() -> None:
     p.add_argument("--slices", type=int, default=3, help="central slices per volume")
     p.add_argument("--max-files", type=int, default=4, help="at most this many volumes")
     p.add_argument("--out", type=Path, default=Path("runs/tune_cs.json"), help="JSON summary")
+    p.add_argument("--method", choices=list(GRID), default=None, help="sweep only this method")
+    p.add_argument("--values", type=float, nargs="*", default=None, help="values to sweep for --method")
     args = p.parse_args()
+    grid = dict(GRID)
+    if args.method:
+        key, values = GRID[args.method]
+        grid = {args.method: (key, tuple(args.values or values))}
+        if key == "iters":
+            grid[args.method] = (key, tuple(int(v) for v in grid[args.method][1]))
     torch.set_num_threads(1)
     files = [simulate_colin(args.simulate_colin)] if args.simulate_colin else list_volumes(args.data)
-    rows = [r for f in files[: args.max_files] for r in evaluate_volume(f, args.slices)]
+    rows = [r for f in files[: args.max_files] for r in evaluate_volume(f, args.slices, grid)]
     summary = summarise(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"rows": rows, **summary}, indent=1))
