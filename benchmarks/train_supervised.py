@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -118,7 +119,7 @@ def train(args: argparse.Namespace) -> dict:
         k, target = batch(index, rows)
         frac = min(1.0, (time.perf_counter() - t0) / budget)
         for group in opt.param_groups:
-            group["lr"] = args.lr * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * frac)))
+            group["lr"] = float(args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac))))
         loss = training_loss(args.kind, model, k, train_mask(step, args.seed, (H, W)), target)
         opt.zero_grad()
         loss.backward()

@@ -127,6 +127,8 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     t0 = time.perf_counter()
     directory = _split_dir(args)
+    if args.real is not None:
+        list_volumes(args.real)  # fail before the benchmark, not after it
     masks, accels = split_list(args.masks), split_list(args.accels, float)
     labels = split_list(args.methods) or all_methods()
     nfes = _nfes(args)
