@@ -152,7 +152,7 @@ def test_fastmri_folder_passes_through_unchanged(tmp_path, make_h5):
 
 
 def test_fastmri_espirit_maps_and_image(tmp_path, make_h5):
-    src = make_h5("mc.h5", layout="multicoil", H=24, W=24)
+    src = make_h5("mc.h5", layout="multicoil", slices=1, H=20, W=20)
     opts = PrepOptions(sim=OPTS.sim, espirit=True)
     report = prep_sources([src], tmp_path / "out", "train", "CC0", opts, progress=False)
     assert not report.failures

@@ -100,16 +100,17 @@ def test_leakage_rules():
 
 
 def fake_shared_data(root):
-    """The open brain folder layout with tiny stand-ins (axial extent covers the val block)."""
+    """The open brain folder layout with tiny stand-ins."""
     (root / "colin27-t1").mkdir(parents=True)
     (root / "mni152-2009a").mkdir()
-    nifti(root / "colin27-t1" / "ch2.nii.gz", (6, 5, 124))
-    nifti(root / "colin27-t1" / "ch2bet.nii.gz", (6, 5, 124), seed=1)
+    nifti(root / "colin27-t1" / "ch2.nii.gz", (6, 5, 10))
+    nifti(root / "colin27-t1" / "ch2bet.nii.gz", (6, 5, 10), seed=1)
     nifti(root / "mni152-2009a" / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz", (5, 6, 4))
     return root
 
 
-def test_open_brain_train_val_disjoint(tmp_path):
+def test_open_brain_train_val_disjoint(tmp_path, monkeypatch):
+    monkeypatch.setattr(open_brain, "VAL_AXIAL", range(3, 6))  # the real block needs >= 120 axial slices
     data = fake_shared_data(tmp_path / "shared")
     report = prep_open_brain(data, tmp_path / "out", OPTS, ("train", "val"), progress=False)
     assert not report.failures, report.failures
