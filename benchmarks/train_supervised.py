@@ -153,7 +153,7 @@ def model_card(args, state: dict, n_train: int, val: dict, sha: str, n_params: i
 - final training loss (mean of last 200 steps): {np.mean(state["losses"]):.4f}
 - `val` (random masks, {args.val_slices} slices; fastMRI metrics): {json.dumps(val)}
 - reproduce: `python -m benchmarks.train_supervised --kind {args.kind} --data {args.data} \\
-  --minutes {args.minutes:g} --ship {args.ship}`
+  --minutes {args.minutes:g} --batch {args.batch} --ship {args.ship}`
 - limitations: tiny network and minutes of CPU training: far below published fastMRI numbers;
   trained only on 1-D random masks at 4x/8x and T1 contrast, so other masks/contrasts are a
   distribution shift (reported as such in benchmarks/results).
