@@ -39,7 +39,7 @@ def test_uses_only_the_calibration_region(scan):
     mask = make_mask("random", (64, 128), 4, 0.08, "f.h5")
     noisy_outside = k * mask + (~as_bool(mask, k)) * 1e3  # garbage where nothing was sampled
     a = estimate_maps(k * mask, mask)
-    b = estimate_maps(noisy_outside * mask, mask)
+    b = estimate_maps(noisy_outside, mask)
     torch.testing.assert_close(a, b)
 
 
