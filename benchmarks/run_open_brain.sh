@@ -8,7 +8,8 @@
 # table:     every row on `test` (reuses finished classical cells), real-undersampled figure
 # nfe:       diffusion rows at NFE 5, 10, 20, 50 on random 8x (PSNR-versus-NFE curve)
 # publish:   copy tables, figures and cell JSONs (not the reconstructions) into the repository
-# Every stage resumes: rerunning skips finished cells. Environment: DATA, RUN, SLICES, MRDIFF.
+# Every stage resumes: rerunning skips finished cells. Environment: DATA, RUN, SLICES, MRDIFF, PRIOR
+# (a prior checkpoint; default: the shipped weights/brain128-cpu.pt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-data/open-brain-128}
@@ -27,12 +28,13 @@ stage() {
   case "$1" in
     classical) bench --data "$DATA" --split test --methods "$CLASSICAL" "${GRID[@]}" --out "$RUN/test" \
                  --real "$DATA/real-undersampled" ;;
-    sweep) bench --sweep --data "$DATA" --split val --methods "$DIFFUSION" --masks random --accels 4,8 \
-             --slices-per-volume 2 --nfe 10,20 --out "$RUN/sweep" --params-out benchmarks/params/open-brain-128.yaml ;;
+    sweep) bench --sweep --data "$DATA" --split val --methods "$DIFFUSION" --masks random --accels 8 \
+             --slices-per-volume 2 --nfe 10,20 --out "$RUN/sweep" --params-out benchmarks/params/open-brain-128.yaml \
+             ${PRIOR:+--prior "$PRIOR"} ;;
     table) bench --data "$DATA" --split test --methods "$CLASSICAL,$DIFFUSION" "${GRID[@]}" --out "$RUN/test" \
-             --real "$DATA/real-undersampled" ;;
+             --real "$DATA/real-undersampled" ${PRIOR:+--prior "$PRIOR"} ;;
     nfe) bench --data "$DATA" --split test --methods "$DIFFUSION" --masks random --accels 8 \
-           --slices-per-volume "$SLICES" --nfe 5,10,20,50 --out "$RUN/nfe" ;;
+           --slices-per-volume 2 --nfe 5,10,20,50 --out "$RUN/nfe" ${PRIOR:+--prior "$PRIOR"} ;;
     publish)
       for sub in test:. sweep:sweep-val nfe:nfe; do
         src="$RUN/${sub%%:*}"; dst="$PUB/${sub##*:}"
