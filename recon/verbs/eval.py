@@ -26,6 +26,15 @@ def _read_target(path: Path):
         raise InputError(f"{path}: not a readable HDF5 file ({err.__class__.__name__})") from None
 
 
+def recorded_slices(path: Path) -> list[int] | None:
+    """The slice subset a reconstruction was made from (``mrdiff recon --slices``), or None."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        value = f.attrs.get("slices")
+    return None if value is None else [int(i) for i in json.loads(value)]
+
+
 def pairs(target: Path, pred: Path) -> list[tuple[Path, Path]]:
     """(target file, prediction file) pairs; directories are matched by file name."""
     if target.is_dir():
@@ -47,6 +56,11 @@ def main(argv: list[str]) -> int:
     rows = []
     for t, r in pairs(args.target, args.pred):
         target, recon = _read_target(t), read_reconstruction(r)
+        subset = recorded_slices(r)
+        if subset is not None:
+            if max(subset, default=-1) >= target.shape[0]:
+                raise InputError(f"{r}: slices {subset} do not exist in {t} ({target.shape[0]} slices)")
+            target = target[subset]
         if target.shape[0] != recon.shape[0] or recon.shape[-1] < target.shape[-1]:
             raise InputError(f"{r}: reconstruction shape {recon.shape} does not match target {target.shape}")
         rows.append({"file": t.name, **volume_metrics(target, recon)})

@@ -113,7 +113,10 @@ def _run_one(args, path: Path, out_path: Path, spec: MethodSpec, denoiser, bar) 
     extras = {"residual": result.residual, "mask": result.mask.numpy(), "zero_filled": result.zero_filled}
     if result.std is not None:
         extras["std"] = result.std
-    write_reconstruction(out_path, result.reconstruction, _attrs(args, info, spec, result, denoiser), extras)
+    attrs = _attrs(args, info, spec, result, denoiser)
+    if slices is not None:
+        attrs["slices"] = slices  # `mrdiff eval` compares these target slices only
+    write_reconstruction(out_path, result.reconstruction, attrs, extras)
     if args.png:
         from recon.verbs.figures import slice_figures
 
