@@ -18,7 +18,7 @@ class CCDF(POCS):
     """
 
     needs_init = True
-    defaults = {**POCS.defaults, "sigma_t0": 1.0}
+    defaults = {**POCS.defaults, "sigma_t0": 0.15}
 
     def schedule(self, nfe, sigma_min, sigma_max):
         """Karras sigmas from ``min(sigma_t0, sigma_max)`` down to ``sigma_min``, then 0."""
