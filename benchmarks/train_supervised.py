@@ -149,7 +149,8 @@ def model_card(args, state: dict, n_train: int, val: dict, sha: str, n_params: i
 - masks: fastMRI random 1-D, 4x (centre fraction 0.08) and 8x (0.04) alternating, fresh per step.
 - loss: L1 on magnitudes divided by the target maximum; Adam lr {args.lr} cosine-decayed to 5%,
   batch {args.batch}, {state["step"]} steps, {state["elapsed"] / 60:.1f} min wall clock on a shared
-  2-core CPU ({args.threads} torch thread), seed {args.seed}.
+  2-core CPU ({args.threads} torch thread), seed {args.seed}. The budget is wall clock and this
+  process got a small share of the CPU, so the step count, not the minutes, measures the training.
 - final training loss (mean of last 200 steps): {np.mean(state["losses"]):.4f}
 - `val` (random masks, {args.val_slices} slices; fastMRI metrics): {json.dumps(val)}
 - reproduce: `python -m benchmarks.train_supervised --kind {args.kind} --data {args.data} \\
