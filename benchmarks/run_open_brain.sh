@@ -8,6 +8,7 @@
 # table:     every row on `test` (reuses finished classical cells), real-undersampled figure
 # nfe:       diffusion rows at NFE 5, 10, 20, 50 on random 8x (PSNR-versus-NFE curve)
 # publish:   copy tables, figures and cell JSONs (not the reconstructions) into the repository
+# commit:    git-commit the published results and the params file (only those paths)
 # Every stage resumes: rerunning skips finished cells. Environment: DATA, RUN, SLICES, MRDIFF, PRIOR
 # (a prior checkpoint; default: the shipped weights/brain128-cpu.pt).
 set -euo pipefail
@@ -44,6 +45,14 @@ stage() {
         cp "$src"/*.png "$dst"/ 2>/dev/null || true
         cp "$src"/cells/*.json "$dst/cells/"
         if [ -d "$src/real/cells" ]; then mkdir -p "$dst/real-cells"; cp "$src"/real/cells/*.json "$dst/real-cells/"; fi
+      done ;;
+    commit)
+      paths=("$PUB")
+      if [ -f benchmarks/params/open-brain-128.yaml ]; then paths+=(benchmarks/params/open-brain-128.yaml); fi
+      for _ in 1 2 3 4 5 6; do
+        git add "${paths[@]}" && git commit -q -m "E: benchmark results for open-brain-128 (run_open_brain.sh)" \
+          -- "${paths[@]}" && break
+        sleep 5
       done ;;
     all) for s in classical sweep table nfe publish; do stage "$s"; done ;;
     *) echo "unknown stage $1" >&2; exit 2 ;;

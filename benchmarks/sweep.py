@@ -26,7 +26,7 @@ GRID: dict[str, dict[str, list]] = {
     "cs-tv": {"lamda": [0.0005, 0.002, 0.008]},
     "pocs": {},
     "ilvr": {"factor": [2.0, 4.0]},
-    "ccdf": {"init": ["unet"], "sigma_t0": [0.3, 1.0]},
+    "ccdf": {"init": ["unet"], "sigma_t0": [0.15, 0.3, 1.0]},
     "repaint": {},
     "mcg": {"zeta": [0.5, 1.0]},
     "dps": {"zeta": [0.5, 1.0, 2.0]},
