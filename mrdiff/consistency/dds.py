@@ -17,7 +17,7 @@ class DDS(Consistency):
     ``damping`` > 0 (a Tikhonov pull to ``x0_hat``); ``y`` is never imposed exactly.
     """
 
-    defaults = {"sampler": "ddim", "eta": 0.85, "cg_iters": 3, "damping": 0.0}
+    defaults = {"sampler": "ddim", "eta": 1.0, "cg_iters": 3, "damping": 0.0}
 
     def __call__(self, step, y, op, generators):
         gamma = self.params["damping"]
