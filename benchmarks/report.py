@@ -30,6 +30,7 @@ VOLUME_FIELDS = [
     "PSNR",
     "SSIM",
     "nfe",
+    "nfe_requested",
     "seconds_per_slice",
     "device",
     "residual",
@@ -41,6 +42,7 @@ AGG_FIELDS = [
     "mask",
     "accel",
     "nfe",
+    "nfe_requested",
     "n",
     *[f"{m}_{s}" for m in METRIC_NAMES for s in ("mean", "2std")],
     "seconds_per_slice",
@@ -71,6 +73,7 @@ def volume_rows(records: list[dict]) -> list[dict]:
                     "PSNR": v["PSNR"],
                     "SSIM": v["SSIM"],
                     "nfe": v["nfe"],
+                    "nfe_requested": m["nfe"],
                     "seconds_per_slice": v["seconds_per_slice"],
                     "device": rec["device"],
                     "residual": v["residual"],
@@ -95,11 +98,19 @@ def aggregate_rows(rows: list[dict]) -> list[dict]:
     """One row per (method, mask, accel, nfe): fastMRI mean and 2*std over (volume, seed) samples."""
     groups: OrderedDict[tuple, list[dict]] = OrderedDict()
     for r in rows:
-        groups.setdefault((r["method"], r["mask"], float(r["accel"]), int(r["nfe"])), []).append(r)
+        key = (r["method"], r["mask"], float(r["accel"]), int(r.get("nfe_requested", r["nfe"])))
+        groups.setdefault(key, []).append(r)
     out = []
-    for (method, mask, accel, nfe), members in groups.items():
+    for (method, mask, accel, nfe_requested), members in groups.items():
         agg = aggregate(members)
-        row = {"method": method, "mask": mask, "accel": accel, "nfe": nfe, "n": len(members)}
+        row = {
+            "method": method,
+            "mask": mask,
+            "accel": accel,
+            "nfe": int(members[0]["nfe"]),
+            "nfe_requested": nfe_requested,
+            "n": len(members),
+        }
         for name in METRIC_NAMES:
             row[f"{name}_mean"], row[f"{name}_2std"] = agg[name]["mean"], agg[name]["2std"]
         slices = np.array([m["n_slices"] for m in members], float)

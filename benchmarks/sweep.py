@@ -60,8 +60,9 @@ def choose(agg: list[dict], configs: list[MethodConfig]) -> dict:
     by_label = {(c.label, c.nfe): c for c in configs}
     scores: dict[tuple[str, int], list[float]] = defaultdict(list)
     for r in agg:
-        if (r["method"], r["nfe"]) in by_label:
-            scores[(r["method"], r["nfe"])].append(r["PSNR_mean"])
+        key = (r["method"], r.get("nfe_requested", r["nfe"]))
+        if key in by_label:
+            scores[key].append(r["PSNR_mean"])
     mean = {k: sum(v) / len(v) for k, v in scores.items()}
     best: dict[str, dict] = {}
     for name in dict.fromkeys(c.name for c in configs):
