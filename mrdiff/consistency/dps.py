@@ -16,7 +16,7 @@ class DPS(Consistency):
     """
 
     needs_grad = True
-    defaults = {"zeta": 1.0}
+    defaults = {"zeta": 5.0}
 
     def __call__(self, step, y, op, generators):
         grad, r = residual_gradient(step, y, op)
