@@ -37,6 +37,9 @@ class Consistency:
     needs_grad: bool = False
     needs_init: bool = False
     defaults: dict = {}
+    # NFE used when the caller gives none: on `val`, 20 NFE matched or beat 50 for DDS/POCS
+    # (runs/c_sweep*, benchmarks/recon_speed.py); CCDF's truncated schedule needs only 10.
+    default_nfe: int = 20
 
     def __init__(self, **params) -> None:
         allowed = {**BASE_DEFAULTS, **self.defaults}

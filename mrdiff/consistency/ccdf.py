@@ -18,6 +18,7 @@ class CCDF(POCS):
     """
 
     needs_init = True
+    default_nfe = 10
     defaults = {**POCS.defaults, "sigma_t0": 0.15}
 
     def schedule(self, nfe, sigma_min, sigma_max):

@@ -43,7 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler's noise (per file and slice)")
     p.add_argument("--prior", default=None, help="diffusion prior checkpoint (default: the shipped weights)")
-    p.add_argument("--nfe", type=int, default=50, help="denoiser evaluations per sample (diffusion methods)")
+    p.add_argument(
+        "--nfe",
+        type=int,
+        default=None,
+        help="denoiser evaluations per sample (diffusion; default: the method's val-tuned default_nfe)",
+    )
     p.add_argument(
         "--samples", type=int, default=1, help="posterior samples K per slice (mean and std are written)"
     )
@@ -132,6 +137,8 @@ def main(argv: list[str]) -> int:
         raise InputError(f"unknown mask '{args.mask}' (choose from {', '.join(MASK_KINDS)})")
     if not args.accel >= 1:
         raise InputError(f"--accel must be >= 1, got {args.accel}")
+    if args.nfe is None:
+        args.nfe = getattr(diffusion_methods().get(args.method), "default_nfe", 20)
     if args.nfe < 1 or args.samples < 1 or args.batch < 1:
         raise InputError("--nfe, --samples and --batch must be >= 1")
     files = list_volumes(args.input)
