@@ -19,14 +19,6 @@ EXACT = ("pocs", "ccdf", "repaint")  # exactly consistent on the mask (single-co
 PARAMS = {"dps": {"zeta": 1.0}}  # DPS's default step is tuned for 128 x 128 images, not 16 x 16
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _prior() -> GaussianPrior:
     ky = (torch.arange(H) - H // 2).double()[:, None]
     kx = (torch.arange(W) - W // 2).double()[None, :]

@@ -26,14 +26,6 @@ from mrdiff.schedules import (
 H = W = 8
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _prior(fourier: bool) -> GaussianPrior:
     g = make_generator(0)
     mean = torch.complex(*(torch.rand(2, H, W, generator=g, dtype=torch.float64)))
