@@ -7,6 +7,7 @@ from pathlib import Path
 
 import h5py
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -88,6 +89,9 @@ def nfe_figure(
         for i, ref in enumerate(r for r in rows if r["method"] in references):
             ax.axhline(ref["PSNR_mean"], ls="--", lw=1, color=f"C{7 + i % 3}", label=ref["method"])
         ax.set_xscale("log")
+        ax.set_xticks(sorted({r.get("nfe_requested", r["nfe"]) for r in rows if r["method"] in diffusion}))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.minorticks_off()
         ax.set_xlabel("NFE (denoiser calls per sample)")
         ax.set_ylabel("PSNR (dB)")
         ax.set_title(f"{mask} {accel:g}x", fontsize=9)
