@@ -6,18 +6,16 @@ scores them with ``mrdiff.metrics`` (fastMRI ``evaluate.py``) and finally writes
 ``cells/<key>.json`` atomically. A rerun skips every cell whose JSON exists.
 
 ESPIRiT maps depend only on (slice, mask), not on the method, so they are estimated once per cell
-group before any method is timed (:func:`shared_maps`); ``seconds_per_slice`` therefore excludes map
-estimation for every method alike, and the map time is recorded separately.
+group before any method is timed (:func:`prewarm_maps` fills a cache that the pipeline then reads);
+``seconds_per_slice`` therefore excludes map estimation for every method alike, and the map time is
+recorded separately.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,11 +24,12 @@ import torch
 
 import mrdiff.pipeline as pipeline
 from mrdiff.atomic import atomic_path
+from mrdiff.coils import estimate_maps
 from mrdiff.errors import InputError
 from mrdiff.io import VolumeInfo, center_crop, read_slice, write_reconstruction
 from mrdiff.masks import MASK_KINDS, sampling_fraction
 from mrdiff.metrics import volume_metrics
-from mrdiff.pipeline import MaskSpec, MethodSpec, reconstruct_volume, volume_mask
+from mrdiff.pipeline import MaskSpec, MethodSpec, maps_key, reconstruct_volume, volume_mask
 
 #: fastMRI's centre fractions for 1-D masks (4x: 8%, 8x: 4%); 2-D Poisson keeps an 8% square
 CENTER_FRACTIONS = {4: 0.08, 8: 0.04}
@@ -92,48 +91,20 @@ def plan(methods: list[MethodConfig], masks: list[str], accels: list[float], see
     return [Cell(m, mk, a, s) for mk in masks for a in accels for s in range(seeds) for m in methods]
 
 
-@contextlib.contextmanager
-def shared_maps(capacity: int = 256) -> Iterator[dict]:
-    """Memoise ESPIRiT maps inside the pipeline by (k-space, mask) content; restored on exit.
+def prewarm_maps(volumes: list[VolumeInfo], cell: Cell, slices: dict[str, list[int]], cache: dict) -> float:
+    """Estimate (into ``cache``) the maps of every slice of ``cell``'s mask before any method is timed.
 
-    The cache key is a SHA-1 of the masked k-space and the mask, so a hit returns exactly what
-    ``estimate_maps`` would compute for those inputs. Yields the stats dict ``{hits, misses, seconds}``.
+    Returns the seconds spent; maps already in ``cache`` cost nothing.
     """
-    original = pipeline.estimate_maps
-    cache: OrderedDict[str, torch.Tensor] = OrderedDict()
-    stats = {"hits": 0, "misses": 0, "seconds": 0.0}
-
-    def cached(y: torch.Tensor, mask: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        h = hashlib.sha1(y.detach().cpu().numpy().tobytes())
-        h.update(mask.detach().cpu().numpy().tobytes() + repr((tuple(y.shape), args, kwargs)).encode())
-        key = h.hexdigest()
-        if key in cache:
-            stats["hits"] += 1
-            cache.move_to_end(key)
-            return cache[key].clone()
-        t0 = time.perf_counter()
-        cache[key] = original(y, mask, *args, **kwargs)
-        stats["seconds"] += time.perf_counter() - t0
-        stats["misses"] += 1
-        if len(cache) > capacity:
-            cache.popitem(last=False)
-        return cache[key].clone()
-
-    pipeline.estimate_maps = cached
-    try:
-        yield stats
-    finally:
-        pipeline.estimate_maps = original
-
-
-def prewarm_maps(volumes: list[VolumeInfo], cell: Cell, slices: dict[str, list[int]]) -> None:
-    """Estimate the maps of every slice of ``cell``'s mask before any method is timed."""
+    t0 = time.perf_counter()
     for info in volumes:
         mask = volume_mask(info, cell.mask_spec)
         for s in slices[info.path.name]:
-            y = read_slice(info, s).kspace * mask.to(torch.bool)
-            if y.shape[0] > 1:
-                pipeline.estimate_maps(y, mask)
+            key = maps_key(info, s, mask)
+            if key not in cache and info.shape[1] > 1:
+                y = read_slice(info, s).kspace * mask.to(torch.bool)
+                cache[key] = estimate_maps(y, mask)
+    return time.perf_counter() - t0
 
 
 def _target(info: VolumeInfo, slices: list[int]) -> np.ndarray | None:
@@ -149,6 +120,7 @@ def run_cell(
     out: Path,
     denoiser: object | None,
     device: str,
+    maps_cache: dict | None = None,
 ) -> dict:
     """Reconstruct, write and score one cell; returns its record (also written to ``cells/``)."""
     m = cell.method
@@ -158,7 +130,7 @@ def run_cell(
     rows, t0 = [], time.perf_counter()
     for info in volumes:
         idx = slices[info.path.name]
-        result = reconstruct_volume(info, spec, cell.mask_spec, idx)
+        result = reconstruct_volume(info, spec, cell.mask_spec, idx, maps_cache=maps_cache)
         attrs = {
             "method": m.label,
             "base_method": m.name,
@@ -230,16 +202,15 @@ def run_grid(
     stats = {"ran": 0, "skipped": len(cells) - len(todo), "maps_seconds": 0.0, "seconds": 0.0}
     denoiser = denoiser_fn() if any(c.method.is_diffusion for c in todo) else None
     t0, warmed = time.perf_counter(), set()
-    with shared_maps() as maps:
-        for cell in todo:
-            group = (cell.mask, cell.accel, cell.seed)
-            if group not in warmed:
-                prewarm_maps(volumes, cell, slices)
-                warmed.add(group)
-            record = run_cell(cell, volumes, slices, out, denoiser, device)
-            stats["ran"] += 1
-            if progress:
-                progress(cell.key, record)
-        stats["maps_seconds"] = maps["seconds"]
+    maps_cache: dict = {}
+    for cell in todo:
+        group = (cell.mask, cell.accel, cell.seed)
+        if group not in warmed:
+            stats["maps_seconds"] += prewarm_maps(volumes, cell, slices, maps_cache)
+            warmed.add(group)
+        record = run_cell(cell, volumes, slices, out, denoiser, device, maps_cache)
+        stats["ran"] += 1
+        if progress:
+            progress(cell.key, record)
     stats["seconds"] = time.perf_counter() - t0
     return stats

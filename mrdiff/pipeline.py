@@ -7,6 +7,7 @@ centre-cropped to the recon size.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import time
 from collections.abc import Callable
@@ -97,13 +98,30 @@ def volume_mask(info: VolumeInfo, spec: MaskSpec) -> torch.Tensor:
     return make_mask(spec.kind, (H, W), spec.accel, spec.center_fraction, info.path.name, spec.seed)
 
 
-def _slice_inputs(info: VolumeInfo, index: int, mask: torch.Tensor):
-    """Masked k-space ``(C, H, W)``, maps ``(C, H, W)`` or None, target or None."""
+def maps_key(info: VolumeInfo, index: int, mask: torch.Tensor) -> tuple[str, int, str]:
+    """Cache key of a slice's coil maps: they depend only on (file, slice, mask), not on the method."""
+    digest = hashlib.sha1(mask.detach().cpu().numpy().tobytes() + repr(tuple(mask.shape)).encode())
+    return str(info.path.resolve()), index, digest.hexdigest()
+
+
+def _slice_inputs(info: VolumeInfo, index: int, mask: torch.Tensor, maps_cache: dict | None = None):
+    """Masked k-space ``(C, H, W)``, maps ``(C, H, W)`` or None, target or None.
+
+    With ``maps_cache`` (a dict), ESPIRiT maps are looked up by :func:`maps_key` and stored there, so
+    several methods run on the same slice and mask share one estimate (as ``mrdiff bench`` does).
+    """
     data = read_slice(info, index)
     y = data.kspace * mask.to(torch.bool)
     if not bool(y.abs().sum() > 0):
         raise InputError(f"{info.path}: slice {index} has no measured k-space under the mask")
-    maps = None if data.kspace.shape[0] == 1 else estimate_maps(y, mask)
+    if data.kspace.shape[0] == 1:
+        return y, None, data.target
+    key = maps_key(info, index, mask)
+    maps = None if maps_cache is None else maps_cache.get(key)
+    if maps is None:
+        maps = estimate_maps(y, mask)
+        if maps_cache is not None:
+            maps_cache[key] = maps
     return y, maps, data.target
 
 
@@ -141,8 +159,12 @@ def reconstruct_volume(
     mask_spec: MaskSpec = MaskSpec(),
     slices: list[int] | None = None,
     progress: Callable[[int], None] | None = None,
+    maps_cache: dict | None = None,
 ) -> VolumeResult:
     """Reconstruct the given slices (default: all) of one volume.
+
+    ``maps_cache``: optional dict shared between calls so coil maps are estimated once per
+    (file, slice, mask); see :func:`maps_key`.
 
     Slices are batched ``spec.batch`` at a time; each slice draws from its own generator seeded
     with ``(spec.seed, file name, slice)`` so results do not depend on the batching.
@@ -153,7 +175,7 @@ def reconstruct_volume(
     outs, zfs, stds, res_all, nfe, t0 = [], [], [], [], 0, time.perf_counter()
     for start in range(0, len(slices), max(1, spec.batch)):
         idx = slices[start : start + max(1, spec.batch)]
-        parts = [_slice_inputs(info, i, mask) for i in idx]
+        parts = [_slice_inputs(info, i, mask, maps_cache) for i in idx]
         y = torch.stack([p[0] for p in parts]).to(spec.device)
         maps = None if parts[0][1] is None else torch.stack([p[1] for p in parts]).to(spec.device)
         op = CartesianOperator(mask.to(spec.device), maps)

@@ -15,13 +15,16 @@ from fastmri.evaluate import nmse, psnr, ssim
 
 import recon.verbs.bench as bench
 from benchmarks.config import pick_slices
-from benchmarks.harness import MethodConfig, plan, shared_maps
+from benchmarks.harness import MethodConfig, plan, prewarm_maps
 from benchmarks.report import aggregate_rows
 from benchmarks.sweep import choose
 from mrdiff import pipeline, supervised
+from mrdiff.coils import estimate_maps
 from mrdiff.errors import InputError
+from mrdiff.io import open_volume, read_slice
 from mrdiff.masks import make_mask
 from mrdiff.operators import CartesianOperator
+from mrdiff.pipeline import volume_mask
 from mrdiff.priors.gaussian import GaussianPrior
 
 N = 64
@@ -175,16 +178,21 @@ def test_supervised_roundtrip_and_bad_checkpoint(setup, tmp_path):
     assert set(supervised.SUPERVISED) <= set(pipeline.all_methods())
 
 
-def test_shared_maps_equal_and_restored(setup):
+def test_maps_cache_is_shared_and_exact(setup):
+    """Methods in one cell group share one ESPIRiT estimate, equal to a fresh one."""
     root, _ = setup
-    k = torch.from_numpy(h5py.File(root / "val" / "val0.h5")["kspace"][0])
-    mask = make_mask("random", (N, N), 4, 0.08, "x")
-    original = pipeline.estimate_maps
-    with shared_maps() as stats:
-        a = pipeline.estimate_maps(k * mask, mask)
-        b = pipeline.estimate_maps(k * mask, mask)
-    assert pipeline.estimate_maps is original and stats["hits"] == 1 and stats["misses"] == 1
-    assert torch.equal(a, b) and torch.equal(a, original(k * mask, mask))
+    info = open_volume(root / "val" / "val0.h5")
+    cell = plan([MethodConfig("zf", "zf")], ["equispaced"], [4], 1)[0]
+    cache: dict = {}
+    assert prewarm_maps([info], cell, {info.path.name: [0]}, cache) > 0 and len(cache) == 1
+    assert prewarm_maps([info], cell, {info.path.name: [0]}, cache) < 0.05  # already cached
+    mask = volume_mask(info, cell.mask_spec)
+    k = read_slice(info, 0).kspace
+    ((key, maps),) = cache.items()
+    assert key == pipeline.maps_key(info, 0, mask) and torch.equal(maps, estimate_maps(k * mask, mask))
+    a = pipeline.reconstruct_volume(info, pipeline.MethodSpec("sense"), cell.mask_spec, [0], maps_cache=cache)
+    b = pipeline.reconstruct_volume(info, pipeline.MethodSpec("sense"), cell.mask_spec, [0])
+    assert np.array_equal(a.reconstruction, b.reconstruction)
 
 
 def test_plan_and_slices_validate():
