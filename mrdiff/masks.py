@@ -74,7 +74,10 @@ def _gaussian_mask(shape: tuple[int, int], accel: float, cf: float, seed: int) -
 def _poisson_mask(shape: tuple[int, int], accel: float, cf: float, seed: int) -> torch.Tensor:
     """2-D variable-density Poisson-disc mask with a square fully sampled centre, shape ``(H, W)``."""
     calib = (max(2, int(round(shape[0] * cf))), max(2, int(round(shape[1] * cf))))
-    mask = sigpy.mri.poisson(shape, accel, calib=calib, dtype=np.float32, seed=seed % (2**32))
+    try:
+        mask = sigpy.mri.poisson(shape, accel, calib=calib, dtype=np.float32, seed=seed % (2**32))
+    except ValueError as err:  # sigpy gives up when it cannot reach the acceleration on small grids
+        raise InputError(f"cannot draw a Poisson-disc mask at {accel}x on a {shape} grid ({err})") from None
     return torch.from_numpy(np.asarray(mask) > 0)
 
 
