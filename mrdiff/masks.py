@@ -71,14 +71,23 @@ def _gaussian_mask(shape: tuple[int, int], accel: float, cf: float, seed: int) -
     return torch.from_numpy(mask)
 
 
-def _poisson_mask(shape: tuple[int, int], accel: float, cf: float, seed: int) -> torch.Tensor:
-    """2-D variable-density Poisson-disc mask with a square fully sampled centre, shape ``(H, W)``."""
+def _poisson_mask(shape: tuple[int, int], accel: float, cf: float, seed: int, tries: int = 8) -> torch.Tensor:
+    """2-D variable-density Poisson-disc mask with a square fully sampled centre, shape ``(H, W)``.
+
+    sigpy's sampler (Lustig's variable-density Poisson disc, as in ``sigpy.mri.poisson``) gives up when
+    a draw cannot reach the acceleration, which happens on small grids for some seeds. We then redraw
+    with seeds derived from ``seed``, so the result stays a deterministic function of the inputs.
+    """
     calib = (max(2, int(round(shape[0] * cf))), max(2, int(round(shape[1] * cf))))
-    try:
-        mask = sigpy.mri.poisson(shape, accel, calib=calib, dtype=np.float32, seed=seed % (2**32))
-    except ValueError as err:  # sigpy gives up when it cannot reach the acceleration on small grids
-        raise InputError(f"cannot draw a Poisson-disc mask at {accel}x on a {shape} grid ({err})") from None
-    return torch.from_numpy(np.asarray(mask) > 0)
+    for attempt in range(tries):
+        draw_seed = seed if attempt == 0 else seed_for(seed, "poisson-retry", attempt)
+        try:
+            mask = sigpy.mri.poisson(shape, accel, calib=calib, dtype=np.float32, seed=draw_seed % (2**32))
+        except ValueError as err:
+            last = err
+            continue
+        return torch.from_numpy(np.asarray(mask) > 0)
+    raise InputError(f"cannot draw a Poisson-disc mask at {accel}x on a {shape} grid after {tries} seeds ({last})")
 
 
 def make_mask(

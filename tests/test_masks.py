@@ -70,3 +70,32 @@ def test_bad_arguments(kind, accel, cf):
 def test_hyphenated_names():
     a = make_mask("equispaced-fraction", SHAPE, 4, 0.08, "f.h5")
     assert torch.equal(a, make_mask("equispaced_fraction", SHAPE, 4, 0.08, "f.h5"))
+
+
+def test_poisson_redraws_with_derived_seed_when_sigpy_gives_up(monkeypatch):
+    import sigpy.mri
+
+    real, seeds = sigpy.mri.poisson, []
+
+    def flaky(shape, accel, **kw):
+        seeds.append(kw["seed"])
+        if len(seeds) < 3:
+            raise ValueError("Cannot generate mask to satisfy accel")
+        return real(shape, accel, **kw)
+
+    monkeypatch.setattr(sigpy.mri, "poisson", flaky)
+    m = make_mask("poisson", SHAPE, 4, 0.08, "file_r.h5")
+    assert m.shape == SHAPE and len(set(seeds)) == 3  # three different seeds, the third succeeded
+    seeds.clear()
+    assert torch.equal(m, make_mask("poisson", SHAPE, 4, 0.08, "file_r.h5"))  # still deterministic
+
+
+def test_poisson_gives_one_line_error_when_every_seed_fails(monkeypatch):
+    import sigpy.mri
+
+    def never(shape, accel, **kw):
+        raise ValueError("Cannot generate mask to satisfy accel")
+
+    monkeypatch.setattr(sigpy.mri, "poisson", never)
+    with pytest.raises(InputError, match="Poisson-disc mask at 4"):
+        make_mask("poisson", SHAPE, 4, 0.08, "file_r.h5")
