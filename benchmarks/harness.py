@@ -185,6 +185,17 @@ def load_record(out: Path, cell: Cell) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def is_current(record: dict | None, cell: Cell, prior_sha256: str | None) -> bool:
+    """True if ``record`` is a finished run of exactly ``cell``'s method configuration and, for a
+    diffusion method, of the prior with sha256 ``prior_sha256`` (None: do not check the prior).
+
+    A rerun after changing a method's parameters or swapping the prior must not reuse old numbers.
+    """
+    if record is None or record.get("method") != json.loads(json.dumps(asdict(cell.method))):
+        return False
+    return not cell.method.is_diffusion or prior_sha256 is None or record.get("prior_sha256") == prior_sha256
+
+
 def run_grid(
     cells: list[Cell],
     volumes: list[VolumeInfo],
@@ -193,12 +204,14 @@ def run_grid(
     denoiser_fn: Callable[[], object],
     device: str,
     progress: Callable[[str, dict | None], None] | None = None,
+    prior_sha256: str | None = None,
 ) -> dict:
-    """Run every unfinished cell; returns ``{ran, skipped, maps_seconds, seconds}``.
+    """Run every cell without a current record (see :func:`is_current`); returns
+    ``{ran, skipped, maps_seconds, seconds}``.
 
-    ``denoiser_fn`` is called once, and only if an unfinished cell needs the diffusion prior.
+    ``denoiser_fn`` is called once, and only if a cell to run needs the diffusion prior.
     """
-    todo = [c for c in cells if load_record(out, c) is None]
+    todo = [c for c in cells if not is_current(load_record(out, c), c, prior_sha256)]
     stats = {"ran": 0, "skipped": len(cells) - len(todo), "maps_seconds": 0.0, "seconds": 0.0}
     denoiser = denoiser_fn() if any(c.method.is_diffusion for c in todo) else None
     t0, warmed = time.perf_counter(), set()

@@ -84,6 +84,7 @@ def quick_run(setup, tmp_path_factory):
     torch.set_num_threads(1)
     mp = pytest.MonkeyPatch()
     mp.setattr(bench, "load_denoiser", _fake_prior)
+    mp.setattr(bench, "prior_identity", lambda prior: "")  # the fake prior has no file (sha256 "")
     assert bench.main(_argv(root, params, out)) == 0
     mp.undo()
     return root, params, out
@@ -104,6 +105,7 @@ def test_quick_writes_tables_and_figures(quick_run):
 def test_resume_skips_finished_cells(quick_run, monkeypatch):
     root, params, out = quick_run
     monkeypatch.setattr(bench, "load_denoiser", lambda *a: pytest.fail("prior loaded for finished cells"))
+    monkeypatch.setattr(bench, "prior_identity", lambda prior: "")
     assert bench.main(_argv(root, params, out)) == 0
     stats = json.loads((out / "bench.json").read_text())
     assert stats["ran"] == 0 and stats["skipped"] == 12
@@ -112,6 +114,27 @@ def test_resume_skips_finished_cells(quick_run, monkeypatch):
     assert bench.main(_argv(root, params, out)) == 0
     stats = json.loads((out / "bench.json").read_text())
     assert stats["ran"] == 1 and stats["skipped"] == 11 and victim.exists()
+
+
+def test_rerun_with_another_prior_recomputes_only_diffusion_cells(setup, tmp_path, monkeypatch):
+    root, params = setup
+    monkeypatch.setattr(bench, "load_denoiser", _fake_prior)
+    argv = [*_argv(root, params, tmp_path)[:6], "zf,pocs", *_argv(root, params, tmp_path)[7:]]
+    monkeypatch.setattr(bench, "prior_identity", lambda prior: "")
+    assert bench.main(argv) == 0
+
+    def swapped(prior, device):
+        d = _fake_prior(prior, device)
+        d.sha256 = "b" * 64
+        return d
+
+    monkeypatch.setattr(bench, "load_denoiser", swapped)
+    monkeypatch.setattr(bench, "prior_identity", lambda prior: "b" * 64)
+    assert bench.main(argv) == 0
+    stats = json.loads((tmp_path / "bench.json").read_text())
+    assert stats["ran"] == 2 and stats["skipped"] == 2  # pocs reran on both masks, zf did not
+    cells = [json.loads(p.read_text()) for p in (tmp_path / "cells").glob("pocs__*.json")]
+    assert len(cells) == 2 and all(c["prior_sha256"] == "b" * 64 for c in cells)
 
 
 def test_aggregate_matches_fastmri_evaluate(quick_run):

@@ -63,6 +63,16 @@ def load_denoiser(prior: str | None, device: str):
     return load_prior(prior, device=device)
 
 
+def prior_identity(prior: str | None) -> str:
+    """sha256 of the prior file that :func:`load_denoiser` would load ("" if it does not exist), so
+    that finished diffusion cells of another prior are rerun without loading the network."""
+    from mrdiff.priors import default_prior_path
+    from mrdiff.priors.checkpoint import sha256_file
+
+    path = default_prior_path() if prior is None else Path(prior)
+    return sha256_file(path) if path.is_file() else ""
+
+
 def _split_dir(args) -> Path:
     if not args.data.exists():
         raise InputError(f"{args.data}: no such directory")
@@ -106,7 +116,9 @@ def _real(args, methods, out: Path, device: str, denoiser_fn) -> dict:
     infos = [open_volume(f) for f in list_volumes(args.real)]
     slices = {i.path.name: [i.shape[0] // 2] for i in infos}
     cells = [Cell(m, "file", 1.0, 0) for m in methods]
-    stats = run_grid(cells, infos, slices, out / "real", denoiser_fn, device, _progress(out))
+    stats = run_grid(
+        cells, infos, slices, out / "real", denoiser_fn, device, _progress(out), prior_identity(args.prior)
+    )
     records = [load_record(out / "real", c) for c in cells]
     real_figure(records, infos, out / "real", out / "real_undersampled.png")
     return stats
@@ -149,7 +161,8 @@ def main(argv: list[str]) -> int:
             cache["d"] = load_denoiser(args.prior, device)
         return cache["d"]
 
-    stats = run_grid(cells, volumes, slices, args.out, denoiser_fn, device, _progress(args.out))
+    sha = prior_identity(args.prior)
+    stats = run_grid(cells, volumes, slices, args.out, denoiser_fn, device, _progress(args.out), sha)
     records = [load_record(args.out, c) for c in cells]
     command = shlex.join(["mrdiff", "bench", *argv])
     notes = [
