@@ -19,13 +19,16 @@ HEADER = (
     '<ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD"><encoding>'
     "<encodedSpace><matrixSize><x>{H}</x><y>{W}</y><z>1</z></matrixSize></encodedSpace>"
     "<reconSpace><matrixSize><x>{h}</x><y>{w}</y><z>1</z></matrixSize></reconSpace>"
+    "<encodingLimits><kspace_encoding_step_1><minimum>0</minimum><maximum>{wmax}</maximum>"
+    "<center>{wc}</center></kspace_encoding_step_1></encodingLimits>"
     "<trajectory>cartesian</trajectory></encoding></ismrmrdHeader>"
 )
 
 
 def ismrmrd_header(H: int, W: int, h: int | None = None, w: int | None = None) -> str:
-    """Minimal ISMRMRD XML with encodedSpace ``H x W`` and reconSpace ``h x w`` (default ``H x W``)."""
-    return HEADER.format(H=H, W=W, h=H if h is None else h, w=W if w is None else w)
+    """Minimal ISMRMRD XML with encodedSpace ``H x W``, reconSpace ``h x w`` (default ``H x W``) and the
+    phase-encode limits (all ``W`` columns, centre ``W // 2``) that ``fastmri.data.SliceDataset`` reads."""
+    return HEADER.format(H=H, W=W, h=H if h is None else h, w=W if w is None else w, wmax=W - 1, wc=W // 2)
 
 
 class VolumeWriter:

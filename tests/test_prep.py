@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
+from fastmri.data import mri_data as fastmri_slices
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
@@ -80,8 +81,16 @@ def check_simulated(path, n_slices: int) -> None:
         assert "mask" not in f
         assert all(a in f.attrs for a in ATTRS) and bool(f.attrs["simulated"])
         assert f"<x>{N}</x>" in f["ismrmrd_header"][()].decode()
+        kspace0 = f["kspace"][0]
         np.testing.assert_allclose((np.abs(f["maps"][()]) ** 2).sum(1), 1, atol=1e-5)
         assert np.isclose(f.attrs["max"], f["reconstruction_rss"][()].max())
+    # fastMRI's own loader reads the file (its header parsing needs the encoding limits)
+    ds = fastmri_slices.SliceDataset(path.parent, challenge="multicoil")
+    items = [i for i, (fname, _, _) in enumerate(ds.raw_samples) if fname.name == path.name]
+    assert len(items) == n_slices
+    kspace, _, target, attrs, _, _ = ds[items[0]]
+    np.testing.assert_array_equal(kspace, kspace0)
+    assert attrs["padding_left"] == 0 and attrs["padding_right"] == N and attrs["recon_size"] == (N, N, 1)
 
 
 def test_nifti_three_orientations(tmp_path):
