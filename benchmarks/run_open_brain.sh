@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduce benchmarks/results/open-brain-128 on CPU (about 35 min on 2 shared cores).
+# Reproduce benchmarks/results/open-brain-128 on CPU (about 20 min on 2 quiet cores, 35 under contention).
 #
 #   benchmarks/run_open_brain.sh [classical|sweep|table|nfe|publish|all]...
 #
@@ -40,6 +40,7 @@ stage() {
       for sub in test:. sweep:sweep-val nfe:nfe; do
         src="$RUN/${sub%%:*}"; dst="$PUB/${sub##*:}"
         [ -f "$src/results.md" ] || continue
+        rm -rf "$dst/cells" "$dst/real-cells"  # no stale cells of an earlier prior or parameter set
         mkdir -p "$dst/cells"
         cp "$src"/results.md "$src"/results.csv "$src"/metrics_per_volume.csv "$src"/bench.json "$dst"/
         cp "$src"/*.png "$dst"/ 2>/dev/null || true
