@@ -87,7 +87,9 @@ def _poisson_mask(shape: tuple[int, int], accel: float, cf: float, seed: int, tr
             last = err
             continue
         return torch.from_numpy(np.asarray(mask) > 0)
-    raise InputError(f"cannot draw a Poisson-disc mask at {accel}x on a {shape} grid after {tries} seeds ({last})")
+    raise InputError(
+        f"cannot draw a Poisson-disc mask at {accel}x on a {shape} grid after {tries} seeds ({last})"
+    )
 
 
 def make_mask(

@@ -21,6 +21,7 @@ import torch.distributed as dist
 
 from mrdiff.config import Config, to_dict
 from mrdiff.data import SliceDataset, training_batch, validation_batch
+from mrdiff.errors import InputError
 from mrdiff.losses import denoising_error, edm_loss, edm_weight
 from mrdiff.noise import make_generator, seed_for
 from mrdiff.priors.checkpoint import (
@@ -81,6 +82,17 @@ def restore(state: TrainState, path: Path, cfg: Config) -> None:
     state.optimizer.load_state_dict(ckpt["optimizer"])
     state.step, state.elapsed_s = int(ckpt["step"]), float(ckpt["elapsed_s"])
     state.history = list(ckpt.get("history", []))
+
+
+def init_from_prior(state: TrainState, path: Path, cfg: Config) -> None:
+    """Start model and EMA from the EMA weights of a prior or checkpoint (fine-tuning, e.g. a shipped
+    prior on new anatomy); the optimizer and the step count start afresh. The model must match ``cfg``."""
+    ckpt = load_checkpoint(path, map_location=next(state.model.parameters()).device)
+    if "ema" not in ckpt:
+        raise InputError(f"--init: {path} holds no EMA weights")
+    check_compatible(ckpt["config"], to_dict(cfg), path)
+    load_weights(state.model, ckpt["ema"], path)
+    load_weights(state.ema, ckpt["ema"], path)
 
 
 def learning_rate(cfg: Config, step: int) -> float:
@@ -234,6 +246,7 @@ def train(
     *,
     device: torch.device | str = "cpu",
     resume: bool = False,
+    init: str | Path | None = None,
     callback: Callback | None = None,
     stop_requested: Callable[[], bool] = lambda: False,
 ) -> TrainState:
@@ -245,6 +258,7 @@ def train(
         out_dir: run directory; ``last.pt`` (full state) and ``prior.pt`` (EMA + config) are written there.
         device: torch device.
         resume: continue from ``out_dir/last.pt``.
+        init: a fresh run (not ``resume``) starts from this prior's EMA weights (:func:`init_from_prior`).
         callback: ``callback(event, info)`` for "step", "val", "preview" and "checkpoint" events.
         stop_requested: polled every step (e.g. set by a SIGTERM/SIGINT handler).
 
@@ -257,6 +271,8 @@ def train(
     state = init_state(cfg, device)
     if resume:
         restore(state, out_dir / "last.pt", cfg)
+    elif init is not None:
+        init_from_prior(state, Path(init), cfg)
     ddp_model = state.model
     if world > 1:
         ids = [device.index] if device.type == "cuda" else None

@@ -18,7 +18,7 @@ from mrdiff.errors import InputError
 from mrdiff.losses import edm_loss
 from mrdiff.noise import make_generator
 from mrdiff.priors.checkpoint import load_checkpoint
-from mrdiff.training import init_state, train, train_step
+from mrdiff.training import init_from_prior, init_state, train, train_step
 
 TINY = {
     "name": "tiny",
@@ -152,3 +152,27 @@ def test_train_verb_end_to_end(tmp_path):
     assert main(args) == 2  # refuses to overwrite an existing run
     assert main(args[:-6] + ["--set", "train.max_steps=7", "--resume"]) == 0
     assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 7
+    assert main(args[:-6] + ["--resume", "--init", str(tmp_path / "run" / "prior.pt")]) == 2  # one or other
+    fresh = ["--out", str(tmp_path / "tuned"), "--set", "train.max_steps=1"]
+    assert main(args[:5] + fresh + ["--init", str(tmp_path / "missing.pt")]) == 2
+    assert main(args[:5] + fresh + ["--init", str(tmp_path / "run" / "prior.pt")]) == 0
+
+
+def test_init_from_prior_fine_tunes_from_its_weights(tmp_path):
+    from mrdiff.priors import load_prior
+
+    cfg = from_dict(TINY)
+    data = SliceDataset(write_volumes(tmp_path / "train"), 32)
+    train(cfg, data, None, tmp_path / "base")
+    prior = load_checkpoint(tmp_path / "base" / "prior.pt")
+    state = init_state(cfg, torch.device("cpu"))
+    init_from_prior(state, tmp_path / "base" / "prior.pt", cfg)
+    for key, value in state.model.state_dict().items():
+        assert torch.equal(value, prior["ema"][key]), key
+    assert load_prior(tmp_path / "base" / "prior.pt") is not None
+    short = from_dict({**TINY, "train": {**TINY["train"], "max_steps": 2}})
+    tuned = train(short, data, None, tmp_path / "tuned", init=tmp_path / "base" / "prior.pt")
+    assert tuned.step == 2  # a new run: step count and optimizer start afresh
+    wider = from_dict({**TINY, "model": {**TINY["model"], "channels": [8, 24]}})
+    with pytest.raises(InputError, match="does not match"):
+        init_from_prior(init_state(wider, torch.device("cpu")), tmp_path / "base" / "prior.pt", wider)

@@ -124,6 +124,12 @@ def _parser() -> argparse.ArgumentParser:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.lr=1e-4"
     )
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    p.add_argument(
+        "--init",
+        default=None,
+        metavar="PRIOR",
+        help="fine-tune: start from this prior's weights (e.g. weights/brain128-cpu.pt; same --config model)",
+    )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="torch device")
     return p
 
@@ -136,6 +142,10 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     cfg = resolve_config(args.config, args.set)
     out_dir = Path(args.out)
+    if args.resume and args.init:
+        raise InputError("--init starts a new run from a prior; --resume continues RUN_DIR: choose one")
+    if args.init and not Path(args.init).is_file():
+        raise InputError(f"--init: {args.init} does not exist")
     if args.resume and not (out_dir / "last.pt").is_file():
         raise InputError(f"--resume: {out_dir / 'last.pt'} does not exist")
     if not args.resume and (out_dir / "last.pt").exists():
@@ -169,6 +179,7 @@ def main(argv: list[str]) -> int:
             out_dir,
             device=device,
             resume=args.resume,
+            init=args.init,
             callback=_Reporter(out_dir, cfg.model.in_channels),
             stop_requested=lambda: stop["signal"] != 0,
         )
