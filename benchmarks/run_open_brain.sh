@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduce benchmarks/results/open-brain-128 on CPU (about 20 min on 2 quiet cores, 35 under contention).
+# Reproduce benchmarks/results/open-brain-128 on CPU (about 10 min on a quiet machine, much longer under contention).
 #
 #   benchmarks/run_open_brain.sh [classical|sweep|table|nfe|publish|all]...
 #
