@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduce benchmarks/results/open-brain-128 on CPU (about 10 min on a quiet machine, much longer under contention).
+# Reproduce benchmarks/results/open-brain-128 on CPU (about 25 min on a quiet 2-core machine, much longer under contention).
 #
 #   benchmarks/run_open_brain.sh [classical|sweep|table|nfe|publish|all]...
 #
@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-data/open-brain-128}
 RUN=${RUN:-runs/bench/open-brain-128}
-SLICES=${SLICES:-4}
+SLICES=${SLICES:-20}
 MRDIFF=${MRDIFF:-.venv/bin/mrdiff}
 PUB=benchmarks/results/open-brain-128
 CLASSICAL=zf,sense,cs-l1,cs-tv,unet,varnet
