@@ -27,6 +27,7 @@ class ModelConfig:
     channels: tuple[int, ...] = (32, 64, 96, 128)  # width per resolution level
     res_blocks: tuple[int, ...] = (1, 2, 2, 2)  # residual blocks per level (encoder side)
     attention_levels: tuple[int, ...] = (3,)  # levels (0 = full resolution) with self-attention
+    mid_blocks: int = 2  # residual blocks, each with attention, at the lowest resolution (bottleneck)
     head_channels: int = 32  # channels per attention head
     emb_channels: int = 128  # noise-level embedding width
     groups: int = 8  # GroupNorm groups
@@ -195,6 +196,8 @@ def validate(cfg: Config) -> None:
         raise InputError(f"every model.channels entry must be divisible by model.groups={m.groups}")
     if any(not 0 <= lvl < len(m.channels) for lvl in m.attention_levels):
         raise InputError(f"model.attention_levels must lie in [0, {len(m.channels) - 1}]")
+    if m.mid_blocks < 1:
+        raise InputError(f"model.mid_blocks must be >= 1, got {m.mid_blocks}")
     if not 0 < m.sigma_min < m.sigma_max:
         raise InputError("model.sigma_min must be positive and below model.sigma_max")
     if cfg.data.resolution % (2 ** (len(m.channels) - 1)):

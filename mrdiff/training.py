@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from mrdiff.config import Config, to_dict
+from mrdiff.config import Config, from_dict, to_dict
 from mrdiff.data import SliceDataset, training_batch, validation_batch
 from mrdiff.errors import InputError
 from mrdiff.losses import denoising_error, edm_loss, edm_weight
@@ -27,6 +27,7 @@ from mrdiff.noise import make_generator, seed_for
 from mrdiff.priors.checkpoint import (
     check_compatible,
     export_prior,
+    grown_weights,
     load_checkpoint,
     load_weights,
     save_checkpoint,
@@ -86,13 +87,17 @@ def restore(state: TrainState, path: Path, cfg: Config) -> None:
 
 def init_from_prior(state: TrainState, path: Path, cfg: Config) -> None:
     """Start model and EMA from the EMA weights of a prior or checkpoint (fine-tuning, e.g. a shipped
-    prior on new anatomy); the optimizer and the step count start afresh. The model must match ``cfg``."""
+    prior on new anatomy); the optimizer and the step count start afresh. The model must match ``cfg``,
+    except that ``model.mid_blocks`` may grow: the extra blocks start as the identity
+    (:func:`mrdiff.priors.checkpoint.grown_weights`), so the start is the prior's own function."""
     ckpt = load_checkpoint(path, map_location=next(state.model.parameters()).device)
     if "ema" not in ckpt:
         raise InputError(f"--init: {path} holds no EMA weights")
-    check_compatible(ckpt["config"], to_dict(cfg), path)
-    load_weights(state.model, ckpt["ema"], path)
-    load_weights(state.ema, ckpt["ema"], path)
+    check_compatible(ckpt["config"], to_dict(cfg), path, grow=True)
+    stored_mid = from_dict(ckpt["config"]).model.mid_blocks
+    weights = grown_weights(state.model, ckpt["ema"], stored_mid)
+    load_weights(state.model, weights, path)
+    load_weights(state.ema, weights, path)
 
 
 def learning_rate(cfg: Config, step: int) -> float:

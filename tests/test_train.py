@@ -18,7 +18,7 @@ from mrdiff.errors import InputError
 from mrdiff.losses import edm_loss
 from mrdiff.noise import make_generator
 from mrdiff.priors.checkpoint import load_checkpoint
-from mrdiff.training import init_from_prior, init_state, train, train_step
+from mrdiff.training import init_from_prior, init_state, restore, train, train_step
 
 TINY = {
     "name": "tiny",
@@ -176,3 +176,40 @@ def test_init_from_prior_fine_tunes_from_its_weights(tmp_path):
     wider = from_dict({**TINY, "model": {**TINY["model"], "channels": [8, 24]}})
     with pytest.raises(InputError, match="does not match"):
         init_from_prior(init_state(wider, torch.device("cpu")), tmp_path / "base" / "prior.pt", wider)
+
+
+def test_init_grows_mid_blocks_without_changing_the_function(tmp_path):
+    """A prior trained with 2 mid blocks starts a 4-mid-block model as exactly the same denoiser."""
+    from mrdiff.priors import load_prior
+
+    cfg = from_dict(TINY)
+    train(cfg, SliceDataset(write_volumes(tmp_path / "train"), 32), None, tmp_path / "base")
+    prior_path = tmp_path / "base" / "prior.pt"
+    deeper = from_dict({**TINY, "model": {**TINY["model"], "mid_blocks": 4}})
+    state = init_state(deeper, torch.device("cpu"))
+    init_from_prior(state, prior_path, deeper)
+    x, sigma = torch.randn(3, 2, 32, 32), torch.tensor([0.05, 0.5, 5.0])
+    with torch.no_grad():
+        expected = load_prior(prior_path).model(x, sigma)
+        assert torch.allclose(state.model(x, sigma), expected, atol=1e-6)
+        assert torch.allclose(state.ema(x, sigma), expected, atol=1e-6)
+    assert len(state.model.net.mid.blocks) == 4
+    shallower = from_dict({**TINY, "model": {**TINY["model"], "mid_blocks": 1}})
+    with pytest.raises(InputError, match="mid_blocks"):  # only growth is function-preserving
+        init_from_prior(init_state(shallower, torch.device("cpu")), prior_path, shallower)
+    with pytest.raises(InputError, match="mid_blocks"):  # --resume never changes the model
+        restore(init_state(deeper, torch.device("cpu")), tmp_path / "base" / "last.pt", deeper)
+
+
+def test_checkpoints_written_before_mid_blocks_existed_still_load(tmp_path):
+    """A stored config without ``model.mid_blocks`` means the 2 mid blocks every older prior has."""
+    from mrdiff.priors import load_prior
+    from mrdiff.priors.checkpoint import save_checkpoint
+
+    cfg = from_dict(TINY)
+    train(cfg, SliceDataset(write_volumes(tmp_path / "train"), 32), None, tmp_path / "base")
+    old = load_checkpoint(tmp_path / "base" / "prior.pt")
+    del old["config"]["model"]["mid_blocks"]
+    save_checkpoint(old, tmp_path / "old.pt")
+    assert len(load_prior(tmp_path / "old.pt").model.net.mid.blocks) == 2
+    init_from_prior(init_state(cfg, torch.device("cpu")), tmp_path / "old.pt", cfg)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from mrdiff.atomic import atomic_path
-from mrdiff.config import from_dict
+from mrdiff.config import from_dict, to_dict
 from mrdiff.errors import InputError
 
 FORMAT = "mrdiff-prior-v1"
@@ -57,13 +58,20 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return state
 
 
-def check_compatible(stored: dict[str, Any], wanted: dict[str, Any], path: str | Path) -> None:
+def check_compatible(
+    stored: dict[str, Any], wanted: dict[str, Any], path: str | Path, grow: bool = False
+) -> None:
     """Raise InputError if the stored model/resolution differs from ``wanted`` (both config dicts).
 
-    Compares every ``model.*`` key and ``data.resolution``; names the first differences.
+    Compares every ``model.*`` key and ``data.resolution``, after filling keys the stored config
+    predates with their defaults; names the first differences. With ``grow``, a larger
+    ``model.mid_blocks`` than stored is accepted (see :func:`grown_weights`).
     """
+    stored = to_dict(from_dict(stored))
     diffs = []
     for key, value in wanted["model"].items():
+        if grow and key == "mid_blocks" and value >= stored["model"][key]:
+            continue
         if stored["model"].get(key) != value:
             diffs.append(f"model.{key}: checkpoint {stored['model'].get(key)!r}, requested {value!r}")
     if stored["data"]["resolution"] != wanted["data"]["resolution"]:
@@ -71,6 +79,25 @@ def check_compatible(stored: dict[str, Any], wanted: dict[str, Any], path: str |
         diffs.append(f"data.resolution: checkpoint {res_s}, requested {res_w}")
     if diffs:
         raise InputError(f"checkpoint {path} does not match the requested model: " + "; ".join(diffs[:3]))
+
+
+_MID_KEY = re.compile(r"^net\.mid\.(?:blocks|attn)\.(\d+)\.")
+
+
+def grown_weights(module: torch.nn.Module, weights: dict[str, torch.Tensor], stored_mid: int):
+    """``weights`` plus ``module``'s own initial tensors for the mid blocks beyond ``stored_mid``.
+
+    The model is deepened at its lowest resolution without changing its function: every new residual
+    block and attention layer ends in a zero-initialised layer (as in ``mrdiff.priors.unet``), so it
+    starts as the identity and is then trained (function-preserving growth, Chen et al., "Net2Net",
+    ICLR 2016). Returns a new dict; other missing keys stay missing (``load_weights`` reports them).
+    """
+    out = dict(weights)
+    for key, tensor in module.state_dict().items():
+        match = _MID_KEY.match(key)
+        if key not in out and match and int(match.group(1)) >= stored_mid:
+            out[key] = tensor.detach().clone()
+    return out
 
 
 def load_weights(module: torch.nn.Module, weights: dict[str, torch.Tensor], path: str | Path) -> None:

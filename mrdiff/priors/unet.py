@@ -120,7 +120,7 @@ class UNet(nn.Module):
             if i < len(ch) - 1:
                 self.downsample.append(nn.Conv2d(c, c, 3, stride=2, padding=1))
                 skips.append(c)
-        self.mid = Level([c, c], c, cfg, attend=True)
+        self.mid = Level([c] * cfg.mid_blocks, c, cfg, attend=True)
         self.up, self.upsample = nn.ModuleList(), nn.ModuleList()
         for i in reversed(range(len(ch))):
             c_ins = []
