@@ -143,3 +143,58 @@ def test_sample_verb_writes_grid_and_memorisation_report(tmp_path):
     assert len(report["sample_nearest_rms"]) == 2 and report["val_images"] == 4
     assert out.is_file() and (tmp_path / "grid_nearest.png").is_file()
     assert main(["sample", "--prior", str(tmp_path / "missing.pt"), "--out", str(out)]) == 2
+
+
+def test_autoguidance_combines_prior_and_guide_inside_its_interval():
+    """Karras et al. 2024, Eq. 2: D0 + w (D1 - D0) where sigma lies in the interval, D1 elsewhere."""
+    from mrdiff.priors.guidance import AutoGuided
+
+    prior, guide = (build_denoiser(to_dict(from_dict(SMALL))) for _ in range(2))
+    _randomise(prior)
+    with torch.no_grad():
+        for p in guide.parameters():
+            p.copy_(0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(7)))
+    x = complex_randn((3, 32, 32), make_generator(4))
+    sigma = torch.tensor([0.1, 1.0, 20.0])
+    guided = AutoGuided(prior, guide, 2.5, 0.5, 10.0)
+    with torch.no_grad():
+        d1, d0, out = prior(x, sigma), guide(x, sigma), guided(x, sigma)
+        assert not torch.allclose(d0, d1)
+        assert torch.allclose(out[1], d0[1] + 2.5 * (d1[1] - d0[1]), atol=1e-6)
+        assert torch.equal(out[0], d1[0]) and torch.equal(out[2], d1[2])  # outside the interval
+        assert torch.equal(AutoGuided(prior, guide, 1.0, 0.0, 80.0)(x, sigma), d1)  # w = 1: the prior
+        assert torch.allclose(AutoGuided(prior, prior, 3.0, 0.0, 80.0)(x, sigma), d1, atol=1e-6)
+    assert guided.sigma_max == prior.sigma_max and guided.config is prior.config
+    magnitude = build_denoiser(to_dict(from_dict({**SMALL, "model": {**SMALL["model"], "in_channels": 1}})))
+    with pytest.raises(InputError, match="channels"):
+        AutoGuided(prior, magnitude, 2.0, 0.4, 80.0)
+    with pytest.raises(InputError, match="weight"):
+        AutoGuided(prior, guide, 0.5, 0.4, 80.0)
+
+
+def test_sample_verb_with_a_guide_records_it(tmp_path):
+    import json
+
+    from recon.cli import main
+
+    path = _prior_file(tmp_path, to_dict(from_dict(SMALL)))
+    out = tmp_path / "grid.png"
+    args = [
+        "sample",
+        "--prior",
+        str(path),
+        "-n",
+        "2",
+        "--steps",
+        "2",
+        "--out",
+        str(out),
+        "--guide",
+        str(path),
+    ]
+    assert main(args + ["--guidance", "2.5", "--guidance-interval", "0.3", "50"]) == 0
+    guidance = json.loads(out.with_suffix(".json").read_text())["autoguidance"]
+    assert guidance["weight"] == 2.5 and guidance["interval"] == [0.3, 50.0]
+    assert guidance["guide_sha256"] == sha256_file(path)
+    assert main(args[:-1] + [str(tmp_path / "missing.pt")]) == 2
+    assert main(args + ["--guidance", "0.5"]) == 2

@@ -20,6 +20,7 @@ from mrdiff.errors import InputError
 from mrdiff.noise import make_generator, seed_for
 from mrdiff.scaling import image_scale
 
+GUIDANCE_INTERVAL = (0.4, 80.0)
 HELP = "draw unconditional samples from a prior (PNG grid) and check them for memorisation"
 
 
@@ -103,6 +104,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=0, help="image size (default: the prior's resolution)")
     p.add_argument("--data", default=None, help="data root with train/ (and val/) for the memorisation check")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="torch device")
+    g = p.add_argument_group("autoguidance (Karras et al., NeurIPS 2024)")
+    g.add_argument("--guide", default=None, help="weaker prior of the same data (an earlier checkpoint)")
+    g.add_argument("--guidance", type=float, default=2.0, help="guidance weight w (1 = off)")
+    g.add_argument(
+        "--guidance-interval",
+        type=float,
+        nargs=2,
+        default=GUIDANCE_INTERVAL,
+        metavar=("LO", "HI"),
+        help="sigma range where guidance applies",
+    )
     return p
 
 
@@ -110,6 +122,7 @@ def main(argv: list[str]) -> int:
     """Sample, write the grid (and nearest-training grid), print the memorisation numbers."""
     from mrdiff.data import SliceDataset
     from mrdiff.priors import load_prior
+    from mrdiff.priors.guidance import AutoGuided
     from recon.verbs.train import save_grid
 
     args = _parser().parse_args(argv)
@@ -117,6 +130,9 @@ def main(argv: list[str]) -> int:
         raise InputError("-n and --steps must be positive")
     cuda = torch.cuda.is_available() if args.device == "auto" else args.device == "cuda"
     denoiser = load_prior(args.prior, device="cuda" if cuda else "cpu")
+    if args.guide:
+        guide = load_prior(args.guide, device=denoiser.device)
+        denoiser = AutoGuided(denoiser, guide, args.guidance, *args.guidance_interval)
     size = args.size or denoiser.resolution
     t0 = time.perf_counter()
     samples = draw_samples(denoiser, args.n, args.steps, args.sampler, args.seed, size)
@@ -125,6 +141,9 @@ def main(argv: list[str]) -> int:
     save_grid(normalised_magnitude(samples).numpy(), out)
     report = {"prior": str(args.prior or "shipped"), "sha256": denoiser.sha256, "n": args.n}
     report.update(steps=args.steps, sampler=args.sampler, seed=args.seed, seconds=round(seconds, 2))
+    if args.guide:
+        report["autoguidance"] = {"guide": str(args.guide), "guide_sha256": guide.sha256}
+        report["autoguidance"].update(weight=args.guidance, interval=list(args.guidance_interval))
     print(f"{args.n} samples in {seconds:.1f} s -> {out}")
     if args.data:
         root = Path(args.data)
