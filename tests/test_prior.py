@@ -121,9 +121,20 @@ def test_shipped_prior_loads_without_network():
     d = load_prior(None)
     expected = (path.parent / "brain128-cpu.sha256").read_text().split()[0]
     assert d.sha256 == expected == sha256_file(path)
-    assert path.stat().st_size < 20e6 and d.resolution == 128
+    assert path.stat().st_size < 50e6 and d.resolution == 128  # "tens of MB" at most in the repository
     x = complex_randn((1, 128, 128), make_generator(3))
     assert torch.isfinite(torch.view_as_real(d(x, 1.0))).all()
+
+
+def test_preset_describes_the_shipped_prior():
+    """`mrdiff train --config brain128-cpu --init weights/brain128-cpu.pt` (the README's fine-tuning
+    example) needs the preset's model to be the shipped one."""
+    from mrdiff.priors.checkpoint import check_compatible
+    from recon.verbs.train import resolve_config
+
+    check_compatible(
+        load_prior(None).config, to_dict(resolve_config("brain128-cpu", [])), default_prior_path()
+    )
 
 
 def test_sample_verb_writes_grid_and_memorisation_report(tmp_path):
