@@ -153,6 +153,7 @@ def run_cell(
         row = {
             "volume": info.path.name,
             "n_slices": len(idx),
+            "slices": [int(i) for i in idx],
             "nfe": result.nfe,
             "seconds_per_slice": result.seconds_per_slice,
             "residual": float(np.mean(result.residual)),
@@ -185,15 +186,38 @@ def load_record(out: Path, cell: Cell) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def is_current(record: dict | None, cell: Cell, prior_sha256: str | None) -> bool:
-    """True if ``record`` is a finished run of exactly ``cell``'s method configuration and, for a
-    diffusion method, of the prior with sha256 ``prior_sha256`` (None: do not check the prior).
+def is_current(
+    record: dict | None, cell: Cell, prior_sha256: str | None, slices: dict[str, list[int]] | None = None
+) -> bool:
+    """True if ``record`` is a finished run of exactly ``cell``'s method configuration, on the same
+    slices of the same volumes (``slices``: volume name -> indices; None: do not check), and, for a
+    diffusion method, with the prior of sha256 ``prior_sha256`` (None: do not check the prior).
 
-    A rerun after changing a method's parameters or swapping the prior must not reuse old numbers.
+    A rerun after changing a method's parameters, the slice selection or the prior must not reuse
+    old numbers. Records written before cells stored their slice indices are matched on the slice count.
     """
     if record is None or record.get("method") != json.loads(json.dumps(asdict(cell.method))):
         return False
+    if record.get("center_fraction") != cell.mask_spec.center_fraction:
+        return False
+    if slices is not None and not _same_slices(record.get("volumes", []), slices):
+        return False
     return not cell.method.is_diffusion or prior_sha256 is None or record.get("prior_sha256") == prior_sha256
+
+
+def _same_slices(rows: list[dict], slices: dict[str, list[int]]) -> bool:
+    """Whether a record's per-volume rows cover exactly the requested volumes and slices."""
+    done = {row.get("volume"): row for row in rows}
+    if set(done) != set(slices):
+        return False
+    for name, idx in slices.items():
+        row = done[name]
+        stored = row.get("slices")
+        if stored is None and row.get("n_slices") != len(idx):
+            return False
+        if stored is not None and [int(i) for i in stored] != [int(i) for i in idx]:
+            return False
+    return True
 
 
 def run_grid(
@@ -211,7 +235,7 @@ def run_grid(
 
     ``denoiser_fn`` is called once, and only if a cell to run needs the diffusion prior.
     """
-    todo = [c for c in cells if not is_current(load_record(out, c), c, prior_sha256)]
+    todo = [c for c in cells if not is_current(load_record(out, c), c, prior_sha256, slices)]
     stats = {"ran": 0, "skipped": len(cells) - len(todo), "maps_seconds": 0.0, "seconds": 0.0}
     denoiser = denoiser_fn() if any(c.method.is_diffusion for c in todo) else None
     t0, warmed = time.perf_counter(), set()

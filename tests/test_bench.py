@@ -15,7 +15,7 @@ from fastmri.evaluate import nmse, psnr, ssim
 
 import recon.verbs.bench as bench
 from benchmarks.config import pick_slices
-from benchmarks.harness import MethodConfig, plan, prewarm_maps
+from benchmarks.harness import MethodConfig, is_current, plan, prewarm_maps
 from benchmarks.report import aggregate_rows
 from benchmarks.sweep import choose
 from mrdiff import pipeline, supervised
@@ -135,6 +135,25 @@ def test_rerun_with_another_prior_recomputes_only_diffusion_cells(setup, tmp_pat
     assert stats["ran"] == 2 and stats["skipped"] == 2  # pocs reran on both masks, zf did not
     cells = [json.loads(p.read_text()) for p in (tmp_path / "cells").glob("pocs__*.json")]
     assert len(cells) == 2 and all(c["prior_sha256"] == "b" * 64 for c in cells)
+
+
+def test_rerun_on_other_slices_recomputes_the_cells(setup, tmp_path):
+    """A finished cell is reused only for the same slices: a 1-slice record never fills a 2-slice table."""
+    root, params = setup
+    argv = [*_argv(root, params, tmp_path)[:6], "zf", *_argv(root, params, tmp_path)[7:]]
+    assert bench.main(argv) == 0
+    assert bench.main(argv + ["--slices-per-volume", "2"]) == 0
+    stats = json.loads((tmp_path / "bench.json").read_text())
+    assert stats["ran"] == 2 and stats["skipped"] == 0
+    record = json.loads(next((tmp_path / "cells").glob("zf__random*.json")).read_text())
+    assert all(len(v["slices"]) == v["n_slices"] == 2 for v in record["volumes"])
+    for v in record["volumes"]:  # a record from before slice indices were stored: matched on the count
+        del v["slices"]
+    cell = plan([MethodConfig(**record["method"])], ["random"], [4.0], 1)[0]
+    wanted = {v["volume"]: [0, 1] for v in record["volumes"]}
+    assert is_current(record, cell, None, wanted)
+    assert not is_current(record, cell, None, {name: [0] for name in wanted})
+    assert not is_current(record, cell, None, {**wanted, "other.h5": [0, 1]})
 
 
 def test_aggregate_matches_fastmri_evaluate(quick_run):
