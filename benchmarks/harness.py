@@ -231,12 +231,14 @@ def run_grid(
     prior_sha256: str | None = None,
 ) -> dict:
     """Run every cell without a current record (see :func:`is_current`); returns
-    ``{ran, skipped, maps_seconds, seconds}``.
+    ``{ran, skipped, maps_seconds, seconds, cells}`` (``cells``: the keys of this grid's records, so
+    that publishing copies these and no leftover record of an earlier grid in ``out``).
 
     ``denoiser_fn`` is called once, and only if a cell to run needs the diffusion prior.
     """
     todo = [c for c in cells if not is_current(load_record(out, c), c, prior_sha256, slices)]
     stats = {"ran": 0, "skipped": len(cells) - len(todo), "maps_seconds": 0.0, "seconds": 0.0}
+    stats["cells"] = [c.key for c in cells]
     denoiser = denoiser_fn() if any(c.method.is_diffusion for c in todo) else None
     t0, warmed = time.perf_counter(), set()
     maps_cache: dict = {}

@@ -23,6 +23,9 @@ DIFFUSION=pocs,ilvr,ccdf,mcg,repaint,dps,dds
 GRID=(--masks random,equispaced,poisson --accels 4,8 --slices-per-volume "$SLICES" --seeds 1)
 export OMP_NUM_THREADS=1
 
+# cells BENCH_JSON [real]: the cell keys a bench run wrote (of its real-data grid with "real")
+cells() { python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); d = d[sys.argv[2]] if len(sys.argv) > 2 else d; print(" ".join(d.get("cells", [])))' "$@"; }
+
 bench() { echo "[$(date -u +%H:%M:%S)] mrdiff bench $*"; nice -n 10 "$MRDIFF" bench "$@"; }
 
 stage() {
@@ -44,8 +47,12 @@ stage() {
         mkdir -p "$dst/cells"
         cp "$src"/results.md "$src"/results.csv "$src"/metrics_per_volume.csv "$src"/bench.json "$dst"/
         cp "$src"/*.png "$dst"/ 2>/dev/null || true
-        cp "$src"/cells/*.json "$dst/cells/"
-        if [ -d "$src/real/cells" ]; then mkdir -p "$dst/real-cells"; cp "$src"/real/cells/*.json "$dst/real-cells/"; fi
+        # only this grid's cells (bench.json lists them), not leftovers of earlier grids in the run directory
+        for key in $(cells "$src/bench.json"); do cp "$src/cells/$key.json" "$dst/cells/"; done
+        if [ -d "$src/real/cells" ]; then
+          mkdir -p "$dst/real-cells"
+          for key in $(cells "$src/bench.json" real); do cp "$src/real/cells/$key.json" "$dst/real-cells/"; done
+        fi
       done ;;
     commit)
       paths=("$PUB")
