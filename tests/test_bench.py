@@ -109,6 +109,8 @@ def test_resume_skips_finished_cells(quick_run, monkeypatch):
     assert bench.main(_argv(root, params, out)) == 0
     stats = json.loads((out / "bench.json").read_text())
     assert stats["ran"] == 0 and stats["skipped"] == 12
+    # the keys publish copies
+    assert sorted(stats["cells"]) == sorted(p.stem for p in (out / "cells").glob("*.json"))
     victim = next((out / "cells").glob("zf__random*.json"))
     victim.unlink()
     assert bench.main(_argv(root, params, out)) == 0
