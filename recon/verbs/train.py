@@ -128,7 +128,8 @@ def _parser() -> argparse.ArgumentParser:
         "--init",
         default=None,
         metavar="PRIOR",
-        help="fine-tune: start from this prior's weights (e.g. weights/brain128-cpu.pt; same --config model)",
+        help="fine-tune: start from this prior's weights (e.g. weights/brain128-cpu.pt); same --config "
+        "model, except that model.mid_blocks may be larger (new blocks start as the identity)",
     )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="torch device")
     return p
