@@ -149,6 +149,18 @@ def simulate_slice(pixels: np.ndarray, cfg: SimulationConfig, generator: torch.G
     )
 
 
+def simulate_image(pixels: np.ndarray, cfg: SimulationConfig, generator: torch.Generator) -> torch.Tensor:
+    """The complex ground truth ``(N, N)`` of :func:`simulate_slice` alone: the fine-grid magnitude with
+    the same smooth phase (same draws from ``generator``), band-limited to the N grid by k-space
+    cropping. It equals the coil-combined ``image`` of a full simulation up to the coil maps'
+    resampling (maps are normalised, so combining undoes them)."""
+    fine = to_fine_grid(pixels, (1.0, 1.0), cfg.oversample * cfg.size)
+    x_fine = fine.to(torch.complex64) * torch.polar(
+        torch.ones_like(fine), smooth_phase(fine.shape[-1], generator)
+    )
+    return ifft2c(crop_kspace(fft2c(x_fine), cfg.size))
+
+
 def simulate_fine(
     fine: torch.Tensor, size: int, coils: int, snr_db: float, generator: torch.Generator
 ) -> SimulatedSlice:

@@ -37,15 +37,16 @@ class VolumeWriter:
     Args:
         f: an ``h5py.File`` opened for writing (a temporary path from ``atomic_path``).
         slice_shapes: dataset name -> ``(shape of one slice, numpy dtype)``; each dataset becomes
-            ``(S, *shape)``. ``kspace`` is required; ``reconstruction_rss`` drives ``max``/``norm``.
+            ``(S, *shape)``. ``kspace`` is required, except in an images-only training file, which has
+            ``reconstruction_rss``; ``reconstruction_rss`` drives ``max``/``norm``.
         compress: gzip (level 9, with byte shuffling) every dataset; used for the bundled demo.
     """
 
     def __init__(
         self, f: h5py.File, slice_shapes: dict[str, tuple[tuple[int, ...], type]], compress: bool = False
     ):
-        if "kspace" not in slice_shapes:
-            raise ValueError("a volume needs a 'kspace' dataset")
+        if "kspace" not in slice_shapes and "reconstruction_rss" not in slice_shapes:
+            raise ValueError("a volume needs a 'kspace' or (images only) a 'reconstruction_rss' dataset")
         self.f = f
         self.filters = {"compression": "gzip", "compression_opts": 9, "shuffle": True} if compress else {}
         self.count = 0

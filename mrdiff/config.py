@@ -35,6 +35,8 @@ class ModelConfig:
     sigma_data: float = 0.5  # EDM sigma_data for images normalised by mrdiff.scaling.image_scale
     sigma_min: float = 0.002  # range the prior is declared (and trained) for
     sigma_max: float = 80.0
+    family: str = "image"  # "image": whole-image U-Net; "patch": U-Net on patches + 2 coordinate channels
+    patch_size: int = 64  # patch family: tile size used to denoise whole images (mrdiff.priors.patch)
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,12 @@ class DataConfig:
     bias_field: float = 0.15  # strength of a smooth multiplicative intensity field (log scale)
     phase_prob: float = 0.8  # probability of multiplying by an extra smooth random phase
     phase_strength: float = 3.0  # peak radians of the smooth phase field (plus a random constant)
+    scale_range: tuple[float, float] = (1.0, 1.0)  # random in-plane zoom of the content (log-uniform)
+    # patch family only (mrdiff.data.patch_batch):
+    patch_sizes: tuple[int, ...] = (64,)  # one size per step; batch scaled to keep pixels per step constant
+    patch_margin: int = 32  # zero margin around the image, so border patches are seen
+    patches_per_image: int = 4  # patches (of the largest size; more of smaller ones) per augmented image
+    coord_jitter: float = 0.1  # random scale and shift of the coordinate channels (fraction of the FOV)
 
 
 @dataclass(frozen=True)
@@ -85,6 +93,8 @@ class TrainConfig:
     preview_every: int = 1000  # PNG grid of unconditional samples; 0 = never
     preview_n: int = 16
     preview_steps: int = 18
+    preview_size: tuple[int, int] = (128, 128)  # patch family: size of the preview images (tiled)
+    workers: int = 0  # data-loading processes (0: batches are made in the training process)
 
 
 @dataclass(frozen=True)
@@ -200,10 +210,23 @@ def validate(cfg: Config) -> None:
         raise InputError(f"model.mid_blocks must be >= 1, got {m.mid_blocks}")
     if not 0 < m.sigma_min < m.sigma_max:
         raise InputError("model.sigma_min must be positive and below model.sigma_max")
-    if cfg.data.resolution % (2 ** (len(m.channels) - 1)):
-        raise InputError(f"data.resolution must be a multiple of {2 ** (len(m.channels) - 1)}")
+    multiple = 2 ** (len(m.channels) - 1)
+    if m.family not in ("image", "patch"):
+        raise InputError(f"model.family must be 'image' or 'patch', got {m.family!r}")
+    if m.family == "image" and cfg.data.resolution % multiple:
+        raise InputError(f"data.resolution must be a multiple of {multiple}")
+    sizes = (m.patch_size, *cfg.data.patch_sizes) if m.family == "patch" else ()
+    if any(p < multiple or p % multiple for p in sizes):
+        raise InputError(f"model.patch_size and data.patch_sizes must be positive multiples of {multiple}")
+    if m.family == "patch" and (not cfg.data.patch_sizes or cfg.data.patches_per_image < 1):
+        raise InputError("a patch prior needs data.patch_sizes and data.patches_per_image >= 1")
+    lo, hi = cfg.data.scale_range
+    if not 0 < lo <= hi:
+        raise InputError(f"data.scale_range must satisfy 0 < low <= high, got {cfg.data.scale_range}")
     if cfg.train.precision not in ("bf16", "fp32"):
         raise InputError(f"train.precision must be 'bf16' or 'fp32', got {cfg.train.precision!r}")
+    if cfg.train.workers < 0:
+        raise InputError(f"train.workers must be >= 0, got {cfg.train.workers}")
     if cfg.train.batch_size < 1 or cfg.train.ckpt_every < 1 or cfg.train.log_every < 1:
         raise InputError("train.batch_size, train.ckpt_every and train.log_every must be >= 1")
 

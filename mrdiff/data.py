@@ -9,6 +9,7 @@ given step, and how each one is augmented, depend only on the generator the trai
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import h5py
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 
 from mrdiff.config import DataConfig
 from mrdiff.errors import InputError
+from mrdiff.priors.patch import coord_channels
 from mrdiff.scaling import image_scale
 
 
@@ -111,8 +113,19 @@ def remap_intensity(mag: torch.Tensor, generator: torch.Generator, knots: int, m
     return out.reshape(mag.shape) + (mag - m).clamp_min(0) * v[-1]
 
 
+def zoom(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """Scale the content of a square complex image ``(R, R)`` by ``factor`` about its centre (bilinear,
+    antialiased when shrinking), cropped or zero-padded back to ``(R, R)``."""
+    r = x.shape[-1]
+    size = max(1, round(r * factor))
+    parts = torch.stack([x.real, x.imag])[None].float()
+    z = F.interpolate(parts, size=(size, size), mode="bilinear", align_corners=False, antialias=factor < 1)[0]
+    return center_fit(torch.complex(z[0], z[1]), r)
+
+
 def augment(x: torch.Tensor, cfg: DataConfig, generator: torch.Generator) -> torch.Tensor:
-    """Contrast, bias, phase and orientation augmentation of one complex image ``(H, W)``."""
+    """Contrast, bias, phase, orientation and (when ``cfg.scale_range`` is not (1, 1)) zoom
+    augmentation of one complex image ``(H, W)``."""
     scale = image_scale(x[None])[0]
     mag, phase = x.abs() / scale, x.angle()
     if cfg.remap_prob > 0 and _uniform(generator, 0, 1) < cfg.remap_prob:
@@ -132,6 +145,8 @@ def augment(x: torch.Tensor, cfg: DataConfig, generator: torch.Generator) -> tor
         y = y.flip(-2)
     if cfg.rot90 and y.shape[-1] == y.shape[-2]:
         y = torch.rot90(y, int(torch.randint(4, (), generator=generator)), dims=(-2, -1))
+    if tuple(cfg.scale_range) != (1.0, 1.0):
+        y = zoom(y, float(np.exp(_uniform(generator, *np.log(cfg.scale_range)))))
     return y
 
 
@@ -175,6 +190,65 @@ def training_batch(
     idx = torch.randint(len(data), (batch,), generator=generator)
     x = torch.stack([augment(data.images[int(i)], cfg, generator) for i in idx])
     return to_channels(normalise(x), in_channels)
+
+
+def patch_count(cfg: DataConfig, batch: int, size: int) -> int:
+    """Patches of ``size`` in a step: ``batch`` patches of the largest size, scaled to the same pixels."""
+    return max(1, round(batch * (max(cfg.patch_sizes) / size) ** 2))
+
+
+def cut_patches(
+    x: torch.Tensor, cfg: DataConfig, size: int, n: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` random ``size`` patches of one normalised square complex image ``(R, R)`` with a zero margin of
+    ``cfg.patch_margin``, and their coordinate channels (``mrdiff.priors.patch``), randomly scaled
+    and shifted by up to ``cfg.coord_jitter`` so the network cannot memorise where template anatomy
+    sits (PaDIS; Hu et al., NeurIPS 2024, Sec. 3.2, uses exact positions).
+
+    Returns:
+        complex patches ``(n, size, size)`` and real coordinates ``(n, 2, size, size)``.
+    """
+    h, w = x.shape
+    m = cfg.patch_margin
+    padded = center_fit(x, h + 2 * m)
+    j = cfg.coord_jitter
+    scale = 1 + j * (2 * torch.rand(2, generator=generator) - 1)
+    shift = j * (2 * torch.rand(2, generator=generator) - 1)
+    tops = torch.randint(h + 2 * m - size + 1, (n,), generator=generator)
+    lefts = torch.randint(w + 2 * m - size + 1, (n,), generator=generator)
+    patches, coords = [], []
+    for top, left in zip(tops.tolist(), lefts.tolist()):
+        patches.append(padded[top : top + size, left : left + size])
+        rows = torch.arange(top - m, top - m + size)
+        cols = torch.arange(left - m, left - m + size)
+        coords.append(coord_channels(rows, cols, h, w) * scale[:, None, None] + shift[:, None, None])
+    return torch.stack(patches), torch.stack(coords)
+
+
+def patch_batch(
+    data: SliceDataset, cfg: DataConfig, batch: int, in_channels: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random patches of augmented, normalised images for a patch prior (seeded like :func:`training_batch`).
+
+    One patch size per step, drawn from ``cfg.patch_sizes``; :func:`patch_count` patches, cut from
+    ``batch / cfg.patches_per_image`` augmented images whatever the size (so ``patches_per_image``
+    counts patches of the largest size). Each image is normalised as a whole first: the scale the
+    prior sees in reconstruction.
+
+    Returns:
+        real patches ``(N, in_channels, P, P)`` and coordinates ``(N, 2, P, P)``.
+    """
+    size = cfg.patch_sizes[int(torch.randint(len(cfg.patch_sizes), (), generator=generator))]
+    n = patch_count(cfg, batch, size)
+    k = patch_count(cfg, cfg.patches_per_image, size)
+    idx = torch.randint(len(data), (math.ceil(n / k),), generator=generator)
+    parts = []
+    for i in idx.tolist():
+        image = normalise(augment(data.images[i], cfg, generator)[None])[0]
+        parts.append(cut_patches(image, cfg, size, k, generator))
+    x = torch.cat([p for p, _ in parts])[:n]
+    pos = torch.cat([c for _, c in parts])[:n]
+    return to_channels(x, in_channels), pos.float()
 
 
 def validation_batch(data: SliceDataset, n: int, in_channels: int) -> torch.Tensor:

@@ -64,12 +64,23 @@ def batch_noise(like: torch.Tensor, generators: Sequence[torch.Generator]) -> to
     return torch.stack(draws).to(like.device)
 
 
-def denoise(denoiser: Callable, x: torch.Tensor, sigma: float, autocast: bool = True) -> torch.Tensor:
-    """Call ``denoiser(x, sigma (B,))``; bf16 autocast on CUDA when ``autocast``; result in ``x.dtype``."""
+def denoise(
+    denoiser: Callable,
+    x: torch.Tensor,
+    sigma: float,
+    autocast: bool = True,
+    generators: Sequence[torch.Generator] | None = None,
+) -> torch.Tensor:
+    """Call ``denoiser(x, sigma (B,))``; bf16 autocast on CUDA when ``autocast``; result in ``x.dtype``.
+
+    ``generators`` (one per item) are passed on as ``denoiser(x, s, generators=...)`` to a denoiser
+    that draws randomness of its own (``draws_noise``, e.g. a patch prior's tile offsets).
+    """
     s = torch.full((x.shape[0],), sigma, dtype=torch.float32, device=x.device)
     ctx = torch.autocast("cuda", dtype=torch.bfloat16) if autocast and x.is_cuda else contextlib.nullcontext()
+    kwargs = {"generators": generators} if getattr(denoiser, "draws_noise", False) else {}
     with ctx:
-        out = denoiser(x.to(torch.complex64), s)
+        out = denoiser(x.to(torch.complex64), s, **kwargs)
     return out.to(x.dtype)
 
 
@@ -120,7 +131,7 @@ def prior_step(
     autocast: bool = True,
 ) -> tuple[Step, int]:
     """Denoise ``x`` and take one prior step ``sigma -> sigma_next`` (< sigma); returns ``(step, calls)``."""
-    d_fn = lambda z, s: denoise(denoiser, z, s, autocast)  # noqa: E731
+    d_fn = lambda z, s: denoise(denoiser, z, s, autocast, generators)  # noqa: E731
     x0_hat = d_fn(x, sigma)
     calls = 1
     if sampler == "heun":

@@ -9,9 +9,10 @@ Alg. 1). Progress goes to a callback; nothing here prints.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import torch
 import torch.distributed as dist
 
 from mrdiff.config import Config, from_dict, to_dict
-from mrdiff.data import SliceDataset, training_batch, validation_batch
+from mrdiff.data import SliceDataset, patch_batch, training_batch, validation_batch
 from mrdiff.errors import InputError
 from mrdiff.losses import denoising_error, edm_loss, edm_weight
 from mrdiff.noise import make_generator, seed_for
@@ -32,6 +33,7 @@ from mrdiff.priors.checkpoint import (
     load_weights,
     save_checkpoint,
 )
+from mrdiff.priors.patch import draw_offsets, tiled_denoise
 from mrdiff.priors.precond import EDMPrecond
 
 VAL_SIGMAS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
@@ -120,15 +122,22 @@ def ema_decay(cfg: Config, step: int) -> float:
 
 
 def train_step(
-    state: TrainState, ddp_model: torch.nn.Module, x0: torch.Tensor, cfg: Config, gen: torch.Generator
+    state: TrainState,
+    ddp_model: torch.nn.Module,
+    x0: torch.Tensor,
+    cfg: Config,
+    gen: torch.Generator,
+    pos: torch.Tensor | None = None,
 ) -> float:
-    """One optimisation step on batch ``x0`` (B, C, H, W); returns the mean loss."""
+    """One optimisation step on batch ``x0`` (B, C, H, W) (with coordinate channels ``pos`` for a patch
+    prior); returns the mean loss."""
     for group in state.optimizer.param_groups:
         group["lr"] = learning_rate(cfg, state.step)
     use_bf16 = x0.device.type == "cuda" and cfg.train.precision == "bf16"
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
+        denoiser = ddp_model if pos is None else functools.partial(ddp_model, pos=pos)
         loss = edm_loss(
-            ddp_model, x0, gen, sigma_data=cfg.model.sigma_data, p_mean=cfg.loss.p_mean, p_std=cfg.loss.p_std
+            denoiser, x0, gen, sigma_data=cfg.model.sigma_data, p_mean=cfg.loss.p_mean, p_std=cfg.loss.p_std
         ).mean()
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -140,9 +149,27 @@ def train_step(
     return float(loss.detach())
 
 
+def whole_image(model: EDMPrecond, cfg: Config, generator: torch.Generator | None = None) -> Callable:
+    """``model`` as a real-channel denoiser of whole images ``(B, C, H, W)``: itself for a whole-image
+    prior; tiling for a patch prior, at offset ``patch_size // 2`` or, with ``generator``, at a random
+    offset per call (shared by the batch), always with a zero margin."""
+    if cfg.model.family != "patch":
+        return model
+    tile = cfg.model.patch_size
+
+    def tiled(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        o = (tile // 2,) * 2 if generator is None else tuple(draw_offsets([generator], tile)[0])
+        return tiled_denoise(model, x, s, tile, [o] * x.shape[0])
+
+    return tiled
+
+
 @torch.no_grad()
 def validation_losses(model: EDMPrecond, x0: torch.Tensor, cfg: Config, batch: int) -> dict[str, float]:
     """Denoising MSE per noise band on fixed noise, plus their EDM-weighted mean ``val_loss``.
+
+    Whole validation images are denoised, by tiling for a patch prior (:func:`whole_image`), so the
+    numbers of the two families compare directly.
 
     Args:
         model: denoiser on real channels (use the EMA model).
@@ -151,6 +178,7 @@ def validation_losses(model: EDMPrecond, x0: torch.Tensor, cfg: Config, batch: i
         batch: chunk size.
     """
     out, weighted = {}, []
+    model = whole_image(model, cfg)
     for sigma in VAL_SIGMAS:
         gen = make_generator(seed_for(cfg.train.seed, "val", sigma), x0.device)
         errs = []
@@ -219,6 +247,44 @@ class ThreadTuner:
             means = {c: sum(t) / max(1, len(t)) for c, t in self.times.items()}
             self.best = min(means, key=means.get)
             self.times = {c: [] for c in self.choices}
+
+
+def make_batch(
+    data: SliceDataset, cfg: Config, step: int, rank: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The training batch of ``step`` on ``rank``: ``(x0, None)`` for a whole-image prior, ``(patches,
+    coordinates)`` for a patch prior; seeded per (step, rank) so a resumed run sees the same data."""
+    gen = make_generator(seed_for(cfg.train.seed, "batch", step, rank))
+    b, c = cfg.train.batch_size, cfg.model.in_channels
+    if cfg.model.family == "patch":
+        return patch_batch(data, cfg.data, b, c, gen)
+    return training_batch(data, cfg.data, b, c, gen), None
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """Item ``i`` is the batch of step ``start + i`` (:func:`make_batch`), so worker processes can make
+    batches ahead of time in step order without changing them."""
+
+    def __init__(self, data: SliceDataset, cfg: Config, rank: int, start: int):
+        self.data, self.cfg, self.rank, self.start = data, cfg, rank, start
+
+    def __len__(self) -> int:
+        return max(0, self.cfg.train.max_steps - self.start)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return make_batch(self.data, self.cfg, self.start + i, self.rank)
+
+
+def step_batches(data: SliceDataset, cfg: Config, rank: int, start: int, pin: bool = False) -> Iterator:
+    """Batches of steps ``start, start + 1, ...``: made in this process, or by ``train.workers``
+    DataLoader processes (identical batches either way)."""
+    items = StepBatches(data, cfg, rank, start)
+    if cfg.train.workers == 0:
+        return (items[i] for i in range(len(items)))
+    loader = torch.utils.data.DataLoader(
+        items, batch_size=None, num_workers=cfg.train.workers, prefetch_factor=4, pin_memory=pin
+    )
+    return iter(loader)
 
 
 def _world() -> tuple[int, int]:
@@ -290,13 +356,14 @@ def train(
     t = cfg.train
     window_s, window_n = 0.0, 0
     tuner = ThreadTuner() if t.threads == -1 and device.type == "cpu" else None
+    batches = step_batches(train_data, cfg, rank, state.step, pin=device.type == "cuda")
     while state.step < t.max_steps:
         threads = tuner.before(state.step) if tuner else 0
         step_t = time.perf_counter()
-        batch_gen = make_generator(seed_for(t.seed, "batch", state.step, rank))
         noise_gen = make_generator(seed_for(t.seed, "noise", state.step, rank), device)
-        x0 = training_batch(train_data, cfg.data, t.batch_size, cfg.model.in_channels, batch_gen).to(device)
-        loss = train_step(state, ddp_model, x0, cfg, noise_gen)
+        x0, pos = next(batches)
+        x0, pos = x0.to(device, non_blocking=True), None if pos is None else pos.to(device, non_blocking=True)
+        loss = train_step(state, ddp_model, x0, cfg, noise_gen, pos)
         if not math.isfinite(loss):
             raise FloatingPointError(f"training loss became {loss} at step {state.step}")
         step_s = time.perf_counter() - step_t
@@ -316,7 +383,9 @@ def train(
         if rank == 0 and t.preview_every and state.step % t.preview_every == 0:
             gen = make_generator(seed_for(t.seed, "preview"), device)
             shape = (t.preview_n, cfg.model.in_channels, cfg.data.resolution, cfg.data.resolution)
-            images = preview_samples(state.ema, shape, t.preview_steps, gen, min(80.0, cfg.model.sigma_max))
+            shape = shape if cfg.model.family == "image" else (*shape[:2], *t.preview_size)
+            model = whole_image(state.ema, cfg, gen)
+            images = preview_samples(model, shape, t.preview_steps, gen, min(80.0, cfg.model.sigma_max))
             emit("preview", {"step": state.step, "images": images.cpu()})
         state.elapsed_s += time.perf_counter() - step_t  # wall time, including validation/previews
         over_time = t.max_minutes > 0 and state.elapsed_s >= 60 * t.max_minutes

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import torch
 
-from mrdiff.config import from_dict
+from mrdiff.config import from_dict, to_dict
 from mrdiff.errors import InputError
 from mrdiff.priors.checkpoint import load_checkpoint, load_weights, sha256_file
+from mrdiff.priors.patch import PatchDenoiser
 from mrdiff.priors.precond import Denoiser, EDMPrecond
 
 DEFAULT_PRIOR = "brain128-cpu"
@@ -24,9 +25,11 @@ def default_prior_path() -> Path:
 
 
 def build_denoiser(config: dict) -> Denoiser:
-    """A randomly initialised :class:`Denoiser` for a plain config dict."""
+    """A randomly initialised denoiser for a plain config dict: :class:`Denoiser` for a whole-image
+    prior, :class:`PatchDenoiser` (tiling) for ``model.family == "patch"``."""
     cfg = from_dict(config)
-    return Denoiser(EDMPrecond(cfg.model), config)
+    family = PatchDenoiser if cfg.model.family == "patch" else Denoiser
+    return family(EDMPrecond(cfg.model), to_dict(cfg))
 
 
 def load_prior(path: str | Path | None = None, device: str | torch.device = "cpu") -> Denoiser:
@@ -46,10 +49,11 @@ def load_prior(path: str | Path | None = None, device: str | torch.device = "cpu
     if "ema" not in state:
         raise InputError(f"checkpoint {path} holds no EMA weights")
     denoiser = build_denoiser(state["config"])
-    load_weights(denoiser.model, state["ema"], path)
+    weights = {k: v.float() if v.is_floating_point() else v for k, v in state["ema"].items()}
+    load_weights(denoiser.model, weights, path)  # fp16-stored priors are computed in fp32
     denoiser.sha256 = sha256_file(path)
     denoiser.eval().requires_grad_(False)
     return denoiser.to(device)
 
 
-__all__ = ["Denoiser", "EDMPrecond", "build_denoiser", "default_prior_path", "load_prior"]
+__all__ = ["Denoiser", "EDMPrecond", "PatchDenoiser", "build_denoiser", "default_prior_path", "load_prior"]

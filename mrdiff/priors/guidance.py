@@ -39,19 +39,28 @@ class AutoGuided(nn.Module):
         self.weight, self.sigma_lo, self.sigma_hi = float(weight), float(sigma_lo), float(sigma_hi)
         for name in ("config", "sha256", "in_channels", "sigma_min", "sigma_max", "resolution"):
             setattr(self, name, getattr(prior, name))
+        self.draws_noise = getattr(prior, "draws_noise", False) or getattr(guide, "draws_noise", False)
 
     @property
     def device(self) -> torch.device:
         """Device of the prior's weights."""
         return self.prior.device
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
-        """Guided estimate of x0 for complex ``(B, H, W)`` ``x`` and sigma ``(B,)`` or scalar."""
-        d1 = self.prior(x, sigma)
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, generators=None) -> torch.Tensor:
+        """Guided estimate of x0 for complex ``(B, H, W)`` ``x`` and sigma ``(B,)`` or scalar
+        (``generators`` go to whichever of the two draws noise of its own)."""
+        d1 = self._call(self.prior, x, sigma, generators)
         s = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1).expand(x.shape[0])
         inside = (s >= self.sigma_lo) & (s <= self.sigma_hi)
         if self.weight == 1 or not bool(inside.any()):
             return d1
-        d0 = self.guide(x, sigma)
+        d0 = self._call(self.guide, x, sigma, generators)
         guided = d0 + self.weight * (d1 - d0)
         return torch.where(inside[:, None, None], guided, d1)
+
+    @staticmethod
+    def _call(denoiser: nn.Module, x: torch.Tensor, sigma, generators):
+        """``denoiser(x, sigma)``, with the generators if it draws noise of its own."""
+        if getattr(denoiser, "draws_noise", False):
+            return denoiser(x, sigma, generators=generators)
+        return denoiser(x, sigma)

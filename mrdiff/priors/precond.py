@@ -8,6 +8,8 @@ cropping back.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -29,9 +31,17 @@ class EDMPrecond(nn.Module):
         self.sigma_data = float(cfg.sigma_data)
         self.net = UNet(cfg)
         self.multiple = self.net.multiple
+        self.patch = cfg.family == "patch"
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        """EDM Eq. 7: ``c_skip x + c_out F(c_in x, ln(sigma)/4)`` with fp32 coefficients."""
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
+        """EDM Eq. 7: ``c_skip x + c_out F(c_in x, ln(sigma)/4)`` with fp32 coefficients.
+
+        A patch prior (``model.family == "patch"``) also takes the coordinate channels ``pos``
+        (B, 2, H, W) of every pixel, appended to the network input unscaled (Hu et al., "Learning
+        image priors through patch-based diffusion models", NeurIPS 2024).
+        """
+        if (pos is None) == self.patch:
+            raise ValueError("a patch prior needs coordinate channels (pos); a whole-image prior takes none")
         x = x.float()
         s = sigma.float().reshape(-1, 1, 1, 1)
         sd2 = self.sigma_data**2
@@ -39,7 +49,8 @@ class EDMPrecond(nn.Module):
         c_out = s * self.sigma_data / (s**2 + sd2).sqrt()
         c_in = 1.0 / (s**2 + sd2).sqrt()
         c_noise = sigma.float().log().flatten() / 4.0
-        f = self.net(c_in * x, c_noise)
+        inp = c_in * x if pos is None else torch.cat([c_in * x, pos.to(x.dtype)], dim=1)
+        f = self.net(inp, c_noise)
         return c_skip * x + c_out * f.float()
 
 
@@ -84,12 +95,19 @@ class Denoiser(nn.Module):
         """Device of the weights."""
         return next(self.model.parameters()).device
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        sigma: torch.Tensor | float,
+        generators: Sequence[torch.Generator] | None = None,
+    ) -> torch.Tensor:
         """Denoise.
 
         Args:
             x: complex (B, H, W) noisy images, ``x = x0 + sigma * (randn + 1j * randn)``.
             sigma: (B,) noise std per real component (a float or 0-d tensor is broadcast).
+            generators: one per item, for denoisers that draw randomness (a patch prior's tile
+                offsets); a whole-image prior ignores them.
 
         Returns:
             complex64 (B, H, W) estimate of x0.
@@ -100,11 +118,17 @@ class Denoiser(nn.Module):
         sigma = sigma.expand(x.shape[0]) if sigma.numel() == 1 else sigma
         if sigma.shape != (x.shape[0],):
             raise ValueError(f"sigma must have shape ({x.shape[0]},), got {tuple(sigma.shape)}")
-        h, w = x.shape[-2:]
+        xc = complex_to_channels(x.to(torch.complex64), self.in_channels)
+        return channels_to_complex(self.denoise_channels(xc, sigma, generators))
+
+    def denoise_channels(
+        self, xc: torch.Tensor, sigma: torch.Tensor, generators: Sequence[torch.Generator] | None
+    ) -> torch.Tensor:
+        """Real-channel denoising ``(B, C, H, W) -> (B, C, H, W)``: zero-pad to the network's multiple,
+        run it once on the whole image, crop back."""
+        h, w = xc.shape[-2:]
         m = self.model.multiple
         ph, pw = (-h) % m, (-w) % m
         top, left = ph // 2, pw // 2
-        xc = complex_to_channels(x.to(torch.complex64), self.in_channels)
         xc = nn.functional.pad(xc, (left, pw - left, top, ph - top))
-        out = self.model(xc, sigma)[..., top : top + h, left : left + w]
-        return channels_to_complex(out)
+        return self.model(xc, sigma)[..., top : top + h, left : left + w]

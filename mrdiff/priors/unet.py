@@ -100,8 +100,8 @@ class UNet(nn.Module):
     Args:
         cfg: width per level, blocks per level, attention levels, embedding size.
 
-    Shapes: x (B, in_channels, H, W) with H, W multiples of ``self.multiple``; c_noise (B,);
-    output (B, in_channels, H, W).
+    Shapes: x (B, in_channels [+ 2 coordinate channels for a patch prior], H, W) with H, W multiples
+    of ``self.multiple``; c_noise (B,); output (B, in_channels, H, W).
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -109,7 +109,8 @@ class UNet(nn.Module):
         ch, nb = list(cfg.channels), list(cfg.res_blocks)
         self.multiple = 2 ** (len(ch) - 1)
         self.embed = NoiseEmbedding(cfg.emb_channels)
-        self.stem = nn.Conv2d(cfg.in_channels, ch[0], 3, padding=1)
+        extra = 2 if cfg.family == "patch" else 0  # coordinate channels of a patch prior (PaDIS)
+        self.stem = nn.Conv2d(cfg.in_channels + extra, ch[0], 3, padding=1)
         skips, self.down, self.downsample = [ch[0]], nn.ModuleList(), nn.ModuleList()
         c = ch[0]
         for i, (width, n) in enumerate(zip(ch, nb)):
