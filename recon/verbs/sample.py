@@ -148,7 +148,7 @@ def main(argv: list[str]) -> int:
     if args.data:
         root = Path(args.data)
         train_dir = root / "train" if (root / "train").is_dir() else root
-        res, rel = denoiser.resolution, float(denoiser.config["data"]["min_rel_scale"])
+        res, rel = size, float(denoiser.config["data"]["min_rel_scale"])  # compare at the samples' size
         train = SliceDataset(train_dir, res, rel)
         val = SliceDataset(root / "val", res, rel) if (root / "val").is_dir() else None
         mem, nearest_imgs = memorisation_report(samples, train, val)
