@@ -18,8 +18,9 @@ from PIL import Image
 from mrdiff.atomic import atomic_path
 from mrdiff.config import Config, apply_overrides, from_dict, load_yaml, to_dict
 from mrdiff.errors import InputError
+from recon.verbs import SUMMARIES
 
-HELP = "train the diffusion prior (EDM U-Net) on prepared HDF5 slices"
+HELP = SUMMARIES["train"]
 PRESET_DIR = Path(__file__).resolve().parents[1] / "presets"
 
 
