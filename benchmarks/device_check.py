@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior", default=None, help="prior for agreement and 128^2 speed (default: shipped)")
     p.add_argument("--nfe", type=int, default=None, help="NFE of the agreement runs (default 10; tiny 1)")
     p.add_argument("--methods", default=",".join(REGISTRY), help="comma-separated agreement methods")
+    p.add_argument(
+        "--device",
+        default="cuda",
+        choices=("cuda", "cpu"),
+        help="device under test (cpu: full sizes on the CPU, to try the full path without a GPU)",
+    )
     return p
 
 
@@ -130,13 +136,16 @@ class Check:
     def __init__(self, args: argparse.Namespace):
         self.args, self.tiny = args, args.tiny
         self.budget = ds.Budget(args.budget_s - 2.0)  # 2 s kept for the final report
-        self.device = torch.device("cpu" if args.tiny else "cuda")
+        self.device = torch.device("cpu" if args.tiny else args.device)
         self.cap_s = 0.05 if args.tiny else 1.0  # seconds of timed repeats per measurement (scaled below)
         if args.tiny:
             torch.set_num_threads(1)  # tiny sizes gain nothing from threads; a busy CPU loses a lot
         self.report = {"command": ["python", "-m", "benchmarks.device_check", *sys.argv[1:]]}
         self.report.update(tiny=args.tiny, budget_s=args.budget_s, sections={})
         self._denoisers: dict = {}
+        self.slice_s: dict[str, float] = {}  # preset -> seconds of a one-slice forward (flops section)
+        self.flops_1: dict[str, int] = {}  # preset -> FLOPs of a one-slice forward
+        self.rate: float | None = None  # FLOP/s of the latest forward measurement
 
     def denoiser(self, key: str, device):
         """``"prior"`` (the agreement prior; tiny: a tiny random one) or a preset name (random weights)."""
@@ -178,17 +187,22 @@ class Check:
         self.write()
 
     def flops(self, budget: ds.Budget) -> dict:
-        """Achieved TFLOP/s of each preset's denoiser (bf16 autocast forward) and of a bf16 matmul."""
+        """Achieved TFLOP/s of each preset's denoiser (bf16 autocast forward) and of a bf16 matmul.
+
+        FLOPs are counted on the meta device; presets run smallest first, and each one's measured rate
+        predicts whether the next one's probe fits the budget.
+        """
         rows = []
         for name in PRESETS:
             cfg = preset_config(name, self.tiny)
-            reason = budget.skip_reason(2.0)
-            if reason:
-                rows.append({"denoiser": name, "skipped": reason})
-                continue
             size, batch = (32, 2) if self.tiny else (cfg.data.resolution, 32)
+            self.flops_1[name] = flops_1 = ds.meta_flops(cfg, size)
             den = self.denoiser(name, self.device)
-            rows.append(ds.denoiser_tflops(name, den, size, batch, self.device, budget, 5 * self.cap_s))
+            kw = {"rate": self.rate, "cap_s": 5 * self.cap_s}
+            rows.append(ds.denoiser_tflops(name, den, flops_1, size, batch, self.device, budget, **kw))
+            if "slice_s" in rows[-1]:
+                self.slice_s[name] = rows[-1]["slice_s"]
+                self.rate = flops_1 / rows[-1]["slice_s"]  # one-slice rate: the conservative one
             ds.log(f"flops {rows[-1]}")
         matmul = ds.matmul_tflops(self.device, 64 if self.tiny else 8192, budget, 2 * self.cap_s)
         peak = peak_tflops(self.report["device"].get("gpu"))
@@ -218,11 +232,13 @@ class Check:
     def throughput(self, budget: ds.Budget) -> dict:
         """Slices/s of CCDF/DDS/DPS on synthetic multi-coil k-space."""
         if self.tiny:
-            dens = {16: ("prior", self.denoiser("prior", self.device))}
+            dens = {16: ("prior", self.denoiser("prior", self.device), None)}
             grid = {"nfes": (1, 2), "batches": (1, 2), "coils": {16: 2}}
         else:
-            dens = {128: ("prior", self.denoiser("prior", self.device))}
-            dens[320] = ("fastmri320-gpu", self.denoiser("fastmri320-gpu", self.device))
+            prior = self.denoiser("prior", self.device)
+            dens = {128: ("prior", prior, self.slice_s.get("brain128-cpu"))}
+            big = self.denoiser("fastmri320-gpu", self.device)
+            dens[320] = ("fastmri320-gpu", big, self.slice_s.get("fastmri320-gpu"))
             grid = {"nfes": (10, 50), "batches": (1, 8, 32), "coils": {128: 8, 320: 16}}
         return ds.throughput(dens, {**grid, "methods": ds.THROUGHPUT_METHODS}, self.device, budget)
 
@@ -235,13 +251,11 @@ class Check:
                 rows.append({"preset": name, "skipped": reason})
                 continue
             sub = ds.Budget(budget.left() / (len(PRESETS) - i))
+            cfg, slice_s = preset_config(name, self.tiny), self.slice_s.get(name)
+            if slice_s is None and self.rate and name in self.flops_1:
+                slice_s = self.flops_1[name] / self.rate  # not measured: predicted from the FLOPs
             try:
-                rows.append(
-                    {
-                        "preset": name,
-                        **ds.train_rate(preset_config(name, self.tiny), self.device, sub, 8 * self.cap_s),
-                    }
-                )
+                rows.append({"preset": name, **ds.train_rate(cfg, self.device, sub, 8 * self.cap_s, slice_s)})
             except torch.cuda.OutOfMemoryError as err:
                 rows.append({"preset": name, "skipped": f"out of memory: {str(err).splitlines()[0]}"})
             ds.log(f"training {rows[-1]}")

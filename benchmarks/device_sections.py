@@ -245,12 +245,14 @@ def throughput(denoisers: dict, grid: dict, device, budget: Budget) -> dict:
     """Slices/s of each method per (size, NFE, batch); cheap combinations first, the rest skipped when
     the estimate (from the measured cost per slice and NFE of the same method and size) does not fit.
 
-    ``denoisers`` maps size -> (label, denoiser); ``grid`` has ``methods, nfes, batches, coils``.
+    ``denoisers`` maps size -> (label, denoiser, seconds of a one-slice forward or None); ``grid`` has
+    ``methods, nfes, batches, coils``.
     """
     rows = []
-    for size, (label, den) in denoisers.items():
+    for size, (label, den, slice_s) in denoisers.items():
         for method in grid["methods"]:
-            per_call = None  # seconds per slice per NFE, from the smallest measured batch
+            # seconds per slice per NFE: a prior from the forward time, then the first measured cell
+            per_call = None if slice_s is None else slice_s * (3 if REGISTRY[method].needs_grad else 1)
             for nfe in grid["nfes"]:
                 for batch in grid["batches"]:
                     row = {"method": method, "size": size, "nfe": nfe, "batch": batch, "denoiser": label}
@@ -260,8 +262,8 @@ def throughput(denoisers: dict, grid: dict, device, budget: Budget) -> dict:
                         rows.append({**row, "skipped": reason})
                         continue
                     rows.append({**row, **_throughput_cell(method, den, size, nfe, batch, grid, device)})
-                    if "seconds" in rows[-1]:
-                        per_call = per_call or rows[-1]["seconds"] / (batch * nfe)
+                    if "seconds" in rows[-1] and batch == grid["batches"][0]:
+                        per_call = rows[-1]["seconds"] / (batch * nfe)
                     log(f"throughput {rows[-1]}")
     return {"rows": rows, "coils": grid["coils"], "mask": "random 1-D 4x", "precision": "bf16 autocast"}
 
@@ -312,10 +314,8 @@ def timed(fn, device, budget_s: float, min_iters: int = 3, max_iters: int = 50) 
     return (time.perf_counter() - t0) / iters, iters
 
 
-def denoiser_tflops(
-    label: str, den, size: int, batch: int, device, budget: Budget, cap_s: float = 5.0
-) -> dict:
-    """Achieved TFLOP/s of one no-grad forward of ``den`` on ``(batch, size, size)`` in bf16 autocast."""
+def _forward(den, batch: int, size: int, device):
+    """A no-grad bf16-autocast (on CUDA) forward of ``den`` on random ``(batch, size, size)`` images."""
     x = torch.randn(batch, size, size, dtype=torch.complex64, device=device)
     sigma = torch.ones(batch, device=device)
     ctx = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
@@ -324,11 +324,56 @@ def denoiser_tflops(
         with torch.no_grad(), ctx:
             den(x, sigma)
 
-    flops = count_flops(fwd)
-    seconds, iters = timed(fwd, device, min(cap_s, budget.left() / 4))
-    row = {"denoiser": label, "size": size, "batch": batch, "gflop_per_slice": flops / batch / 1e9}
-    row.update(seconds=seconds, iters=iters, tflops=flops / seconds / 1e12)
-    return row
+    return fwd
+
+
+def meta_flops(cfg, size: int) -> int:
+    """FLOPs of a one-slice forward of ``cfg``'s denoiser, counted on the meta device (no compute)."""
+    from mrdiff.config import to_dict
+    from mrdiff.priors import build_denoiser
+
+    with torch.device("meta"):
+        den = build_denoiser(to_dict(cfg))
+        x, sigma = torch.zeros(1, size, size, dtype=torch.complex64), torch.ones(1)
+    return count_flops(lambda: den(x, sigma))
+
+
+def fit_batch(batch: int, slice_s: float, calls: float, budget: Budget) -> int:
+    """``batch`` halved until ``calls`` forwards of a batch (``slice_s`` per slice) fit the budget."""
+    while batch > 1 and calls * slice_s * batch > budget.left():
+        batch //= 2
+    return batch
+
+
+def denoiser_tflops(
+    label: str, den, flops_1: int, size: int, batch: int, device, budget: Budget, **kw
+) -> dict:
+    """Achieved TFLOP/s of a no-grad forward of ``den`` on ``(batch, size, size)`` in bf16 autocast.
+
+    ``flops_1``: FLOPs of one slice (:func:`meta_flops`; the batch costs ``batch`` times that). With a
+    ``rate`` (FLOP/s of an earlier measurement) the one-slice probe is skipped when it would not fit;
+    the probe's time (``slice_s``) then halves the batch until a warm-up and two timed calls fit.
+    ``cap_s`` bounds the timed repeats.
+    """
+    row = {"denoiser": label, "size": size, "gflop_per_slice": flops_1 / 1e9}
+    if kw.get("rate"):
+        reason = budget.skip_reason(3 * flops_1 / kw["rate"])
+        if reason:
+            return {**row, "skipped": reason}
+    one = _forward(den, 1, size, device)
+    one()
+    sync(device)
+    t0 = time.perf_counter()
+    one()
+    sync(device)
+    row["slice_s"] = time.perf_counter() - t0
+    row["batch"] = batch = fit_batch(batch, row["slice_s"], 4, budget)
+    reason = budget.skip_reason(4 * row["slice_s"] * batch)
+    if reason:
+        return {**row, "skipped": reason}
+    fwd = _forward(den, batch, size, device)
+    seconds, iters = timed(fwd, device, min(kw.get("cap_s", 5.0), budget.left() / 4), min_iters=2)
+    return {**row, "seconds": seconds, "iters": iters, "tflops": flops_1 * batch / seconds / 1e12}
 
 
 def matmul_tflops(device, n: int, budget: Budget, cap_s: float = 2.0) -> dict:
@@ -344,9 +389,14 @@ def matmul_tflops(device, n: int, budget: Budget, cap_s: float = 2.0) -> dict:
 # training images/s per preset
 
 
-def train_rate(cfg, device, budget: Budget, cap_s: float = 8.0) -> dict:
+def train_rate(cfg, device, budget: Budget, cap_s: float = 8.0, slice_s: float | None = None) -> dict:
     """Images/s of ``mrdiff.training.train_step`` (batch assembly and augmentation included) on random
-    smooth images, FLOPs of one step, and peak GPU memory."""
+    smooth images, FLOPs of one step, and peak GPU memory. ``slice_s`` (a one-slice forward) estimates
+    a step as three forwards per image; the preset is skipped when four steps would not fit."""
+    if slice_s is not None:
+        reason = budget.skip_reason(4 * 3 * slice_s * cfg.train.batch_size)
+        if reason:
+            return {"skipped": reason}
     from benchmarks.train_throughput import MemoryData
     from mrdiff.data import training_batch
     from mrdiff.training import init_state, train_step

@@ -2,9 +2,10 @@
 
 Each ``.h5`` file (contract 1) holds ``image`` complex64 ``(S, H, W)`` (complex ground truth); files
 without it fall back to ``reconstruction_rss`` (a real magnitude image). Slices are centre-cropped or
-zero-padded to the configured square resolution and kept in memory. Which slices form the batch of a
-given step, and how each one is augmented, depend only on the generator the training loop seeds per
-(step, rank), so a resumed run sees exactly the data an uninterrupted run would have seen.
+zero-padded to the configured square resolution and kept in memory. Which slice fills position k of
+the global batch of a step, and how it is augmented, depend only on the generator the training loop
+seeds per (step, k) (:func:`training_items`), so a resumed run sees exactly the data an uninterrupted
+run would have seen, and a global batch is the same whatever the number of processes sharing it.
 """
 
 from __future__ import annotations
@@ -174,6 +175,20 @@ def training_batch(
     """
     idx = torch.randint(len(data), (batch,), generator=generator)
     x = torch.stack([augment(data.images[int(i)], cfg, generator) for i in idx])
+    return to_channels(normalise(x), in_channels)
+
+
+def training_items(
+    data: SliceDataset, cfg: DataConfig, generators: list[torch.Generator], in_channels: int
+) -> torch.Tensor:
+    """One random augmented, normalised image per generator: item b (its slice index, then its
+    augmentation) is drawn from ``generators[b]`` alone.
+
+    Returns:
+        real ``(len(generators), in_channels, R, R)`` images, each with image_scale 1 before channel split.
+    """
+    idx = [int(torch.randint(len(data), (), generator=g)) for g in generators]
+    x = torch.stack([augment(data.images[i], cfg, g) for i, g in zip(idx, generators)])
     return to_channels(normalise(x), in_channels)
 
 

@@ -1,7 +1,12 @@
 """The training loop of the EDM prior: AdamW, gradient clipping, EMA, bf16 autocast, resume, DDP.
 
-Randomness is seeded per step (and rank) with :func:`mrdiff.noise.seed_for`, so a run resumed from a
-checkpoint continues exactly like an uninterrupted one. This module never imports ``mrdiff.sampling``
+Randomness is seeded per (step, k) with :func:`mrdiff.noise.seed_for`, where k is an image's position
+in the global batch: a run resumed from a checkpoint continues exactly like an uninterrupted one, and
+``train.batch_size`` is the global batch, split evenly over the processes of a DDP run (rank r takes
+positions ``r*b .. r*b + b - 1``, ``b = batch_size / world_size``). A global batch, its noise and,
+since DDP averages the gradients, every update are then those of a single-process run with the same
+config, up to float summation order: learning rate, EMA and warm-up need no scaling with the number
+of processes. This module never imports ``mrdiff.sampling``
 or ``mrdiff.consistency``; the preview grid uses the small Heun sampler below (Karras et al. 2022,
 Alg. 1). Progress goes to a callback; nothing here prints.
 """
@@ -20,9 +25,9 @@ import torch
 import torch.distributed as dist
 
 from mrdiff.config import Config, from_dict, to_dict
-from mrdiff.data import SliceDataset, training_batch, validation_batch
+from mrdiff.data import SliceDataset, training_items, validation_batch
 from mrdiff.errors import InputError
-from mrdiff.losses import denoising_error, edm_loss, edm_weight
+from mrdiff.losses import Generators, denoising_error, edm_loss, edm_weight
 from mrdiff.noise import make_generator, seed_for
 from mrdiff.priors.checkpoint import (
     check_compatible,
@@ -120,9 +125,12 @@ def ema_decay(cfg: Config, step: int) -> float:
 
 
 def train_step(
-    state: TrainState, ddp_model: torch.nn.Module, x0: torch.Tensor, cfg: Config, gen: torch.Generator
+    state: TrainState, ddp_model: torch.nn.Module, x0: torch.Tensor, cfg: Config, gen: Generators
 ) -> float:
-    """One optimisation step on batch ``x0`` (B, C, H, W); returns the mean loss."""
+    """One optimisation step on batch ``x0`` (B, C, H, W); returns the mean loss.
+
+    ``gen``: one generator for the batch's sigma and noise, or one per image (the training loop's).
+    """
     for group in state.optimizer.param_groups:
         group["lr"] = learning_rate(cfg, state.step)
     use_bf16 = x0.device.type == "cuda" and cfg.train.precision == "bf16"
@@ -227,6 +235,26 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
+def rank_items(batch_size: int, rank: int, world: int) -> range:
+    """Positions in the global batch that ``rank`` computes (``batch_size / world`` of them)."""
+    if batch_size % world:
+        raise InputError(
+            f"train.batch_size={batch_size} is the global batch and must be divisible by the "
+            f"{world} processes"
+        )
+    b = batch_size // world
+    return range(rank * b, (rank + 1) * b)
+
+
+def _mean_over_ranks(value: float, device: torch.device) -> float:
+    """Mean of ``value`` over the ranks (all ranks must call it)."""
+    if _world()[1] == 1:
+        return value
+    t = torch.tensor([value], device=device, dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t.item()) / _world()[1]
+
+
 def _any_rank(flag: bool, device: torch.device) -> bool:
     """True if ``flag`` is set on any rank (all ranks must call it)."""
     if _world()[1] == 1:
@@ -288,21 +316,22 @@ def train(
         else None
     )
     t = cfg.train
+    items = rank_items(t.batch_size, rank, world)
     window_s, window_n = 0.0, 0
     tuner = ThreadTuner() if t.threads == -1 and device.type == "cpu" else None
     while state.step < t.max_steps:
         threads = tuner.before(state.step) if tuner else 0
         step_t = time.perf_counter()
-        batch_gen = make_generator(seed_for(t.seed, "batch", state.step, rank))
-        noise_gen = make_generator(seed_for(t.seed, "noise", state.step, rank), device)
-        x0 = training_batch(train_data, cfg.data, t.batch_size, cfg.model.in_channels, batch_gen).to(device)
-        loss = train_step(state, ddp_model, x0, cfg, noise_gen)
+        data_gens = [make_generator(seed_for(t.seed, "batch", state.step, k)) for k in items]
+        noise_gens = [make_generator(seed_for(t.seed, "noise", state.step, k), device) for k in items]
+        x0 = training_items(train_data, cfg.data, data_gens, cfg.model.in_channels).to(device)
+        loss = _mean_over_ranks(train_step(state, ddp_model, x0, cfg, noise_gens), device)
         if not math.isfinite(loss):
             raise FloatingPointError(f"training loss became {loss} at step {state.step}")
         step_s = time.perf_counter() - step_t
         if tuner:
             tuner.after(state.step - 1, threads, step_s)
-        window_s, window_n = window_s + step_s, window_n + t.batch_size * world
+        window_s, window_n = window_s + step_s, window_n + t.batch_size
         if state.step % t.log_every == 0:
             info = {"step": state.step, "loss": loss, "lr": learning_rate(cfg, state.step - 1)}
             info.update(images_per_s=window_n / window_s, elapsed_s=state.elapsed_s)
