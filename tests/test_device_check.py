@@ -56,3 +56,43 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("device_check: error:") for line in err)
     assert not (tmp_path / "dc").exists()
+
+
+def test_judge_and_summary_without_a_target():
+    from benchmarks.device_sections import agreement_summary, judge
+
+    rows = [
+        {
+            "method": "dps",
+            "psnr_cpu": None,
+            "psnr_fp32": None,
+            "psnr_bf16": None,
+            "rel_fp32": 2e-3,
+            "rel_bf16": 0.1,
+        },
+        {
+            "method": "dps",
+            "psnr_cpu": 30.0,
+            "psnr_fp32": 30.0,
+            "psnr_bf16": 29.95,
+            "rel_fp32": 1e-6,
+            "rel_bf16": 0.01,
+        },
+        {
+            "method": "pocs",
+            "psnr_cpu": 30.0,
+            "psnr_fp32": 30.0,
+            "psnr_bf16": 29.8,
+            "rel_fp32": 1e-6,
+            "rel_bf16": 0.01,
+        },
+        {"method": "ilvr", "skipped": "budget: needs ~3 s, 1 s left"},
+    ]
+    for row in rows[:3]:
+        judge(row)
+    assert rows[0]["fp32_pass"] is False and rows[0]["bf16_pass"] is None  # no target: fp32 by rel only
+    assert rows[1]["fp32_pass"] and rows[1]["bf16_pass"] and rows[2]["bf16_pass"] is False
+    summary = agreement_summary(rows)
+    assert summary["dps"] == {"fp32_pass": False, "bf16_pass": True, "skipped_rows": 0}
+    assert summary["pocs"]["bf16_pass"] is False
+    assert summary["ilvr"] == {"fp32_pass": None, "bf16_pass": None, "skipped_rows": 1}
