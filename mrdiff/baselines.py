@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-import sigpy.mri.app
 import torch
 
 from mrdiff.coils import rss
@@ -87,6 +86,8 @@ def cs_l1(
     y: torch.Tensor, op: CartesianOperator, lamda: float | None = None, iters: int = DEFAULT_CS_ITERS["cs-l1"]
 ) -> torch.Tensor:
     """L1-wavelet compressed sensing (Lustig, Donoho & Pauly, MRM 58:1182, 2007) via sigpy."""
+    import sigpy.mri.app  # imported here: sigpy loads numba (seconds)
+
     lamda = DEFAULT_LAMBDA["cs-l1"] if lamda is None else lamda
     return _sigpy_cs(sigpy.mri.app.L1WaveletRecon, y.cpu(), op, lamda, iters).to(y.device)
 
@@ -95,6 +96,8 @@ def cs_tv(
     y: torch.Tensor, op: CartesianOperator, lamda: float | None = None, iters: int = DEFAULT_CS_ITERS["cs-tv"]
 ) -> torch.Tensor:
     """Total-variation compressed sensing (Block, Uecker & Frahm, MRM 57:1086, 2007) via sigpy."""
+    import sigpy.mri.app
+
     lamda = DEFAULT_LAMBDA["cs-tv"] if lamda is None else lamda
     return _sigpy_cs(sigpy.mri.app.TotalVariationRecon, y.cpu(), op, lamda, iters).to(y.device)
 

@@ -12,7 +12,6 @@ from 0.41 to 0.47 over the 5x5-square sigpy call; it equals EspiritCalib on squa
 from __future__ import annotations
 
 import numpy as np
-import sigpy as sp
 import torch
 
 from mrdiff.errors import InputError
@@ -125,6 +124,8 @@ def espirit_rect(
     Returns:
         maps ``(C, H, W)`` complex64 (unit norm over coils where not cropped).
     """
+    import sigpy as sp  # imported here: sigpy loads numba (seconds)
+
     C, H, W = ksp.shape
     kh, kw = kernel_shape
     calib = sp.resize(ksp, (C, *calib_shape))

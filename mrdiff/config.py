@@ -220,6 +220,11 @@ def validate(cfg: Config) -> None:
         raise InputError(f"model.patch_size and data.patch_sizes must be positive multiples of {multiple}")
     if m.family == "patch" and (not cfg.data.patch_sizes or cfg.data.patches_per_image < 1):
         raise InputError("a patch prior needs data.patch_sizes and data.patches_per_image >= 1")
+    if m.family == "patch" and cfg.train.batch_size % cfg.data.patches_per_image:
+        raise InputError(
+            f"train.batch_size ({cfg.train.batch_size} patches) must be a multiple of "
+            f"data.patches_per_image ({cfg.data.patches_per_image}) for a patch prior"
+        )
     lo, hi = cfg.data.scale_range
     if not 0 < lo <= hi:
         raise InputError(f"data.scale_range must satisfy 0 < low <= high, got {cfg.data.scale_range}")

@@ -2,14 +2,14 @@
 
 Each ``.h5`` file (contract 1) holds ``image`` complex64 ``(S, H, W)`` (complex ground truth); files
 without it fall back to ``reconstruction_rss`` (a real magnitude image). Slices are centre-cropped or
-zero-padded to the configured square resolution and kept in memory. Which slices form the batch of a
-given step, and how each one is augmented, depend only on the generator the training loop seeds per
-(step, rank), so a resumed run sees exactly the data an uninterrupted run would have seen.
+zero-padded to the configured square resolution and kept in memory. Which slice fills position k of
+the global batch of a step, and how it is augmented, depend only on the generator the training loop
+seeds per (step, k) (:func:`training_items`), so a resumed run sees exactly the data an uninterrupted
+run would have seen, and a global batch is the same whatever the number of processes sharing it.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import h5py
@@ -192,6 +192,20 @@ def training_batch(
     return to_channels(normalise(x), in_channels)
 
 
+def training_items(
+    data: SliceDataset, cfg: DataConfig, generators: list[torch.Generator], in_channels: int
+) -> torch.Tensor:
+    """One random augmented, normalised image per generator: item b (its slice index, then its
+    augmentation) is drawn from ``generators[b]`` alone.
+
+    Returns:
+        real ``(len(generators), in_channels, R, R)`` images, each with image_scale 1 before channel split.
+    """
+    idx = [int(torch.randint(len(data), (), generator=g)) for g in generators]
+    x = torch.stack([augment(data.images[i], cfg, g) for i, g in zip(idx, generators)])
+    return to_channels(normalise(x), in_channels)
+
+
 def patch_count(cfg: DataConfig, batch: int, size: int) -> int:
     """Patches of ``size`` in a step: ``batch`` patches of the largest size, scaled to the same pixels."""
     return max(1, round(batch * (max(cfg.patch_sizes) / size) ** 2))
@@ -225,29 +239,31 @@ def cut_patches(
     return torch.stack(patches), torch.stack(coords)
 
 
-def patch_batch(
-    data: SliceDataset, cfg: DataConfig, batch: int, in_channels: int, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random patches of augmented, normalised images for a patch prior (seeded like :func:`training_batch`).
+def patch_size_for(cfg: DataConfig, generator: torch.Generator) -> int:
+    """The patch size of a step, drawn from ``cfg.patch_sizes`` (one generator per step, shared by all
+    processes)."""
+    return cfg.patch_sizes[int(torch.randint(len(cfg.patch_sizes), (), generator=generator))]
 
-    One patch size per step, drawn from ``cfg.patch_sizes``; :func:`patch_count` patches, cut from
-    ``batch / cfg.patches_per_image`` augmented images whatever the size (so ``patches_per_image``
-    counts patches of the largest size). Each image is normalised as a whole first: the scale the
-    prior sees in reconstruction.
+
+def patch_items(
+    data: SliceDataset, cfg: DataConfig, size: int, generators: list[torch.Generator], in_channels: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Patches for a patch prior: one augmented, normalised image per generator (its slice, its
+    augmentation and where its patches lie all drawn from that generator alone, like
+    :func:`training_items`), ``patch_count(cfg, cfg.patches_per_image, size)`` patches cut from each.
+    Each image is normalised as a whole before cutting: the scale the prior sees in reconstruction.
 
     Returns:
-        real patches ``(N, in_channels, P, P)`` and coordinates ``(N, 2, P, P)``.
+        real patches ``(N, in_channels, P, P)`` and coordinates ``(N, 2, P, P)``, image by image.
     """
-    size = cfg.patch_sizes[int(torch.randint(len(cfg.patch_sizes), (), generator=generator))]
-    n = patch_count(cfg, batch, size)
     k = patch_count(cfg, cfg.patches_per_image, size)
-    idx = torch.randint(len(data), (math.ceil(n / k),), generator=generator)
     parts = []
-    for i in idx.tolist():
-        image = normalise(augment(data.images[i], cfg, generator)[None])[0]
-        parts.append(cut_patches(image, cfg, size, k, generator))
-    x = torch.cat([p for p, _ in parts])[:n]
-    pos = torch.cat([c for _, c in parts])[:n]
+    for g in generators:
+        i = int(torch.randint(len(data), (), generator=g))
+        image = normalise(augment(data.images[i], cfg, g)[None])[0]
+        parts.append(cut_patches(image, cfg, size, k, g))
+    x = torch.cat([p for p, _ in parts])
+    pos = torch.cat([c for _, c in parts])
     return to_channels(x, in_channels), pos.float()
 
 

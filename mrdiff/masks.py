@@ -10,9 +10,7 @@ Bridson, SIGGRAPH 2007 sketches; Lustig et al., MRM 2007 for variable density in
 from __future__ import annotations
 
 import numpy as np
-import sigpy.mri
 import torch
-from fastmri.data import subsample
 
 from mrdiff.errors import InputError
 from mrdiff.noise import seed_for
@@ -44,6 +42,8 @@ def _check(kind: str, shape: tuple[int, int], accel: float, center_fraction: flo
 
 def _fastmri_mask(kind: str, shape: tuple[int, int], accel: float, cf: float, seed) -> torch.Tensor:
     """A fastMRI 1-D column mask, shape ``(W,)``."""
+    from fastmri.data import subsample  # imported here: fastmri.data loads pandas and requests (~1 s)
+
     if kind.startswith("equispaced") or kind.startswith("magic"):
         if float(accel) != int(accel):
             raise InputError(f"mask '{kind}' needs an integer acceleration, got {accel}")
@@ -78,6 +78,8 @@ def _poisson_mask(shape: tuple[int, int], accel: float, cf: float, seed: int, tr
     a draw cannot reach the acceleration, which happens on small grids for some seeds. We then redraw
     with seeds derived from ``seed``, so the result stays a deterministic function of the inputs.
     """
+    import sigpy.mri  # imported here: sigpy loads numba (seconds)
+
     calib = (max(2, int(round(shape[0] * cf))), max(2, int(round(shape[1] * cf))))
     for attempt in range(tries):
         draw_seed = seed if attempt == 0 else seed_for(seed, "poisson-retry", attempt)

@@ -20,7 +20,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from fastmri.models import Unet, VarNet
 
 from mrdiff.coils import calibration_width, rss
 from mrdiff.errors import InputError
@@ -39,6 +38,8 @@ NORM_CLAMP = 6.0
 
 def build_model(kind: str, config: dict | None = None) -> torch.nn.Module:
     """A fresh fastMRI ``Unet`` (1 -> 1 channels) or ``VarNet`` with ``config`` (default: the preset)."""
+    from fastmri.models import Unet, VarNet  # imported here: fastmri.data loads pandas and requests
+
     if kind not in PRESETS:
         raise InputError(f"unknown supervised model '{kind}' (choose from {', '.join(PRESETS)})")
     cfg = dict(PRESETS[kind] if config is None else config)

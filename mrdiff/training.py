@@ -1,7 +1,12 @@
 """The training loop of the EDM prior: AdamW, gradient clipping, EMA, bf16 autocast, resume, DDP.
 
-Randomness is seeded per step (and rank) with :func:`mrdiff.noise.seed_for`, so a run resumed from a
-checkpoint continues exactly like an uninterrupted one. This module never imports ``mrdiff.sampling``
+Randomness is seeded per (step, k) with :func:`mrdiff.noise.seed_for`, where k is an image's position
+in the global batch: a run resumed from a checkpoint continues exactly like an uninterrupted one, and
+``train.batch_size`` is the global batch, split evenly over the processes of a DDP run (rank r takes
+positions ``r*b .. r*b + b - 1``, ``b = batch_size / world_size``). A global batch, its noise and,
+since DDP averages the gradients, every update are then those of a single-process run with the same
+config, up to float summation order: learning rate, EMA and warm-up need no scaling with the number
+of processes. This module never imports ``mrdiff.sampling``
 or ``mrdiff.consistency``; the preview grid uses the small Heun sampler below (Karras et al. 2022,
 Alg. 1). Progress goes to a callback; nothing here prints.
 """
@@ -21,9 +26,9 @@ import torch
 import torch.distributed as dist
 
 from mrdiff.config import Config, from_dict, to_dict
-from mrdiff.data import SliceDataset, patch_batch, training_batch, validation_batch
+from mrdiff.data import SliceDataset, patch_items, patch_size_for, training_items, validation_batch
 from mrdiff.errors import InputError
-from mrdiff.losses import denoising_error, edm_loss, edm_weight
+from mrdiff.losses import Generators, denoising_error, edm_loss, edm_weight
 from mrdiff.noise import make_generator, seed_for
 from mrdiff.priors.checkpoint import (
     check_compatible,
@@ -126,11 +131,14 @@ def train_step(
     ddp_model: torch.nn.Module,
     x0: torch.Tensor,
     cfg: Config,
-    gen: torch.Generator,
+    gen: Generators,
     pos: torch.Tensor | None = None,
 ) -> float:
     """One optimisation step on batch ``x0`` (B, C, H, W) (with coordinate channels ``pos`` for a patch
-    prior); returns the mean loss."""
+    prior); returns the mean loss.
+
+    ``gen``: one generator for the batch's sigma and noise, or one per image (the training loop's).
+    """
     for group in state.optimizer.param_groups:
         group["lr"] = learning_rate(cfg, state.step)
     use_bf16 = x0.device.type == "cuda" and cfg.train.precision == "bf16"
@@ -250,39 +258,46 @@ class ThreadTuner:
 
 
 def make_batch(
-    data: SliceDataset, cfg: Config, step: int, rank: int
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The training batch of ``step`` on ``rank``: ``(x0, None)`` for a whole-image prior, ``(patches,
-    coordinates)`` for a patch prior; seeded per (step, rank) so a resumed run sees the same data."""
-    gen = make_generator(seed_for(cfg.train.seed, "batch", step, rank))
-    b, c = cfg.train.batch_size, cfg.model.in_channels
+    data: SliceDataset, cfg: Config, step: int, items: range
+) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """This process's share ``items`` (positions in the global batch) of the batch of ``step``.
+
+    Whole-image prior: ``(x0, None, 1)``, image k seeded by ``(step, k)``. Patch prior: ``(patches,
+    coordinates, patches per image)``, where position k is an image (its patches are cut together) and
+    the patch size is seeded by the step alone. Either way a resumed run, or one with another number
+    of processes, sees the same global batch.
+    """
+    t, c = cfg.train, cfg.model.in_channels
+    gens = [make_generator(seed_for(t.seed, "batch", step, k)) for k in items]
     if cfg.model.family == "patch":
-        return patch_batch(data, cfg.data, b, c, gen)
-    return training_batch(data, cfg.data, b, c, gen), None
+        size = patch_size_for(cfg.data, make_generator(seed_for(t.seed, "patch-size", step)))
+        x0, pos = patch_items(data, cfg.data, size, gens, c)
+        return x0, pos, x0.shape[0] // max(1, len(gens))
+    return training_items(data, cfg.data, gens, c), None, 1
 
 
 class StepBatches(torch.utils.data.Dataset):
     """Item ``i`` is the batch of step ``start + i`` (:func:`make_batch`), so worker processes can make
     batches ahead of time in step order without changing them."""
 
-    def __init__(self, data: SliceDataset, cfg: Config, rank: int, start: int):
-        self.data, self.cfg, self.rank, self.start = data, cfg, rank, start
+    def __init__(self, data: SliceDataset, cfg: Config, items: range, start: int):
+        self.data, self.cfg, self.items, self.start = data, cfg, items, start
 
     def __len__(self) -> int:
         return max(0, self.cfg.train.max_steps - self.start)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return make_batch(self.data, self.cfg, self.start + i, self.rank)
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+        return make_batch(self.data, self.cfg, self.start + i, self.items)
 
 
-def step_batches(data: SliceDataset, cfg: Config, rank: int, start: int, pin: bool = False) -> Iterator:
+def step_batches(data: SliceDataset, cfg: Config, items: range, start: int, pin: bool = False) -> Iterator:
     """Batches of steps ``start, start + 1, ...``: made in this process, or by ``train.workers``
     DataLoader processes (identical batches either way)."""
-    items = StepBatches(data, cfg, rank, start)
+    steps = StepBatches(data, cfg, items, start)
     if cfg.train.workers == 0:
-        return (items[i] for i in range(len(items)))
+        return (steps[i] for i in range(len(steps)))
     loader = torch.utils.data.DataLoader(
-        items, batch_size=None, num_workers=cfg.train.workers, prefetch_factor=4, pin_memory=pin
+        steps, batch_size=None, num_workers=cfg.train.workers, prefetch_factor=4, pin_memory=pin
     )
     return iter(loader)
 
@@ -291,6 +306,26 @@ def _world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def rank_items(batch_size: int, rank: int, world: int) -> range:
+    """Positions in the global batch that ``rank`` computes (``batch_size / world`` of them)."""
+    if batch_size % world:
+        raise InputError(
+            f"train.batch_size={batch_size} is the global batch and must be divisible by the "
+            f"{world} processes"
+        )
+    b = batch_size // world
+    return range(rank * b, (rank + 1) * b)
+
+
+def _mean_over_ranks(value: float, device: torch.device) -> float:
+    """Mean of ``value`` over the ranks (all ranks must call it)."""
+    if _world()[1] == 1:
+        return value
+    t = torch.tensor([value], device=device, dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t.item()) / _world()[1]
 
 
 def _any_rank(flag: bool, device: torch.device) -> bool:
@@ -354,22 +389,25 @@ def train(
         else None
     )
     t = cfg.train
+    per_step = t.batch_size // cfg.data.patches_per_image if cfg.model.family == "patch" else t.batch_size
+    items = rank_items(per_step, rank, world)  # a patch prior's batch positions are images
     window_s, window_n = 0.0, 0
     tuner = ThreadTuner() if t.threads == -1 and device.type == "cpu" else None
-    batches = step_batches(train_data, cfg, rank, state.step, pin=device.type == "cuda")
+    batches = step_batches(train_data, cfg, items, state.step, pin=device.type == "cuda")
     while state.step < t.max_steps:
         threads = tuner.before(state.step) if tuner else 0
         step_t = time.perf_counter()
-        noise_gen = make_generator(seed_for(t.seed, "noise", state.step, rank), device)
-        x0, pos = next(batches)
+        x0, pos, per_item = next(batches)
         x0, pos = x0.to(device, non_blocking=True), None if pos is None else pos.to(device, non_blocking=True)
-        loss = train_step(state, ddp_model, x0, cfg, noise_gen, pos)
+        noise_gens = [make_generator(seed_for(t.seed, "noise", state.step, k), device) for k in items]
+        noise_gens = [g for g in noise_gens for _ in range(per_item)]  # a patch's noise: its image's
+        loss = _mean_over_ranks(train_step(state, ddp_model, x0, cfg, noise_gens, pos), device)
         if not math.isfinite(loss):
             raise FloatingPointError(f"training loss became {loss} at step {state.step}")
         step_s = time.perf_counter() - step_t
         if tuner:
             tuner.after(state.step - 1, threads, step_s)
-        window_s, window_n = window_s + step_s, window_n + t.batch_size * world
+        window_s, window_n = window_s + step_s, window_n + t.batch_size
         if state.step % t.log_every == 0:
             info = {"step": state.step, "loss": loss, "lr": learning_rate(cfg, state.step - 1)}
             info.update(images_per_s=window_n / window_s, elapsed_s=state.elapsed_s)

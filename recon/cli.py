@@ -1,8 +1,10 @@
 """The `mrdiff` command: one entry point with verbs, each a module in ``recon.verbs``.
 
 Every verb module exposes ``HELP`` (a one-line summary) and ``main(argv: list[str]) -> int`` so that
-tests can call it directly. Bad input raises ``mrdiff.errors.InputError``; this dispatcher turns it into
-one line on stderr and exit status 2 (130 on Ctrl-C), never a traceback.
+tests can call it directly. The summaries are kept in ``recon.verbs.SUMMARIES`` so that
+``mrdiff --help`` imports no verb (and no torch); a verb's module is imported only to run it. Bad
+input raises ``mrdiff.errors.InputError``; this dispatcher turns it into one line on stderr and exit
+status 2 (130 on Ctrl-C), never a traceback; so does a verb whose imports are missing.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ import importlib
 import sys
 
 from mrdiff.errors import InputError
+from recon.verbs import SUMMARIES
 
-# Explicit registry: verb -> module (imported lazily so `mrdiff --help` is fast).
+# Explicit registry: verb -> module (imported only when the verb runs, so `mrdiff --help` is fast).
 VERBS: dict[str, str] = {
     "prep": "recon.verbs.prep",
     "train": "recon.verbs.train",
@@ -27,12 +30,7 @@ VERBS: dict[str, str] = {
 
 def _usage() -> str:
     lines = ["usage: mrdiff VERB [options]   (mrdiff VERB --help for a verb's options)", "", "verbs:"]
-    for verb, module in VERBS.items():
-        try:
-            summary = importlib.import_module(module).HELP
-        except ImportError:
-            summary = "(not available in this build)"
-        lines.append(f"  {verb:<8} {summary}")
+    lines += [f"  {verb:<8} {SUMMARIES[verb]}" for verb in VERBS]
     return "\n".join(lines)
 
 
@@ -48,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         module = importlib.import_module(VERBS[verb])
+    except ImportError as err:
+        print(f"mrdiff {verb}: error: not available in this installation ({err})", file=sys.stderr)
+        return 2
+    try:
         return int(module.main(rest) or 0)
     except InputError as err:
         print(f"mrdiff {verb}: error: {err}", file=sys.stderr)

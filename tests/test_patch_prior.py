@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mrdiff.config import from_dict, to_dict
-from mrdiff.data import SliceDataset, patch_batch
+from mrdiff.data import SliceDataset, patch_items, patch_size_for
 from mrdiff.errors import InputError
 from mrdiff.noise import complex_randn, make_generator
 from mrdiff.priors import PatchDenoiser, build_denoiser, load_prior
@@ -119,17 +119,20 @@ def test_patch_prior_needs_coordinates_and_a_whole_image_prior_refuses_them():
         whole.model(torch.zeros(1, 2, 16, 16), torch.ones(1), torch.zeros(1, 2, 16, 16))
 
 
-def test_patch_batch_shapes_coordinates_and_determinism(tmp_path):
+def test_patch_items_shapes_coordinates_and_determinism(tmp_path):
     cfg = from_dict(PATCH)
     data = SliceDataset(write_volumes(tmp_path / "train"), 32)
     seen = set()
-    for step in range(6):
-        x, pos = patch_batch(data, cfg.data, 4, 2, make_generator(step))
-        x2, pos2 = patch_batch(data, cfg.data, 4, 2, make_generator(step))
+    for step in range(8):
+        size = patch_size_for(cfg.data, make_generator(step))
+        x, pos = patch_items(data, cfg.data, size, [make_generator(step), make_generator(9)], 2)
+        x2, pos2 = patch_items(data, cfg.data, size, [make_generator(step), make_generator(9)], 2)
         assert torch.equal(x, x2) and torch.equal(pos, pos2)
-        size = x.shape[-1]
+        alone, _ = patch_items(data, cfg.data, size, [make_generator(9)], 2)
+        assert torch.equal(x[x.shape[0] // 2 :], alone)  # an image's patches depend on its generator only
         seen.add(size)
-        assert x.shape == (4 * (16 // size) ** 2, 2, size, size) and pos.shape == (x.shape[0], 2, size, size)
+        per_image = 2 * (16 // size) ** 2  # patches_per_image counts patches of the largest size
+        assert x.shape == (2 * per_image, 2, size, size) and pos.shape == (x.shape[0], 2, size, size)
         # coordinates are a jittered affine grid: constant along the other axis, increasing along their own
         assert torch.allclose(pos[:, 0].diff(dim=2), torch.zeros(()), atol=1e-6)
         assert bool((pos[:, 1].diff(dim=2) > 0).all()) and bool((pos[:, 0].diff(dim=1) > 0).all())

@@ -16,9 +16,10 @@ from benchmarks.sweep import choose, grid_configs, write_params
 from mrdiff.errors import InputError
 from mrdiff.io import list_volumes, open_volume
 from mrdiff.pipeline import all_methods, diffusion_methods
+from recon.verbs import SUMMARIES
 from recon.verbs.common import pick_device
 
-HELP = "benchmark methods x masks x accelerations x seeds (fastMRI metrics, tables, figures; resumable)"
+HELP = SUMMARIES["bench"]
 QUICK = {"slices": 1, "volumes": 2, "nfe": 4}
 
 

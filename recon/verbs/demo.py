@@ -13,9 +13,10 @@ from mrdiff.errors import InputError
 from mrdiff.io import center_crop, list_volumes, open_volume
 from mrdiff.metrics import volume_metrics
 from mrdiff.pipeline import diffusion_methods
+from recon.verbs import SUMMARIES
 from recon.verbs import recon as recon_verb
 
-HELP = "reconstruct the bundled demo input (data_prep/demo) and write demo_out/demo.png"
+HELP = SUMMARIES["demo"]
 
 DEMO_DIR = Path(__file__).resolve().parents[2] / "data_prep" / "demo"
 DIFFUSION_DEFAULT = "ccdf"  # the diffusion method that beat cs-l1 on val at 4x and 8x

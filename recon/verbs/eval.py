@@ -9,8 +9,9 @@ from pathlib import Path
 from mrdiff.errors import InputError
 from mrdiff.io import TARGET_KEYS, list_volumes, read_reconstruction
 from mrdiff.metrics import METRIC_NAMES, aggregate, volume_metrics
+from recon.verbs import SUMMARIES
 
-HELP = "evaluate reconstructions against targets (fastMRI evaluate.py metrics)"
+HELP = SUMMARIES["eval"]
 
 
 def _read_target(path: Path):

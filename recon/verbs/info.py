@@ -8,9 +8,9 @@ from pathlib import Path
 
 from mrdiff.io import list_volumes, open_volume
 from mrdiff.masks import sampling_fraction
-from mrdiff.pipeline import all_methods
+from recon.verbs import SUMMARIES
 
-HELP = "describe fastMRI-style files (shapes, coils, sampling, attributes) and list methods"
+HELP = SUMMARIES["info"]
 
 
 def describe(path: Path) -> dict:
@@ -39,6 +39,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     args = p.parse_args(argv)
     if args.methods:
+        from mrdiff.pipeline import all_methods  # the method registries (not needed to describe files)
+
         print("\n".join(all_methods()))
         return 0
     if not args.paths:

@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-HELP = (
-    "build fastMRI-style train/val/test sets from NIfTI, DICOM, PNG/TIFF, NPY/MAT/AGILE k-space, fastMRI HDF5"
-)
+from recon.verbs import SUMMARIES
+
+HELP = SUMMARIES["prep"]
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 

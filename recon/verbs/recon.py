@@ -22,9 +22,10 @@ from mrdiff.pipeline import (
     reconstruct_volume,
     supervised_methods,
 )
+from recon.verbs import SUMMARIES
 from recon.verbs.common import method_params, output_path, parse_sets, pick_device
 
-HELP = "reconstruct undersampled fastMRI-style HDF5 files (classical, supervised or diffusion methods)"
+HELP = SUMMARIES["recon"]
 
 
 def build_parser() -> argparse.ArgumentParser:

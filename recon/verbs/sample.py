@@ -19,9 +19,10 @@ from mrdiff.atomic import atomic_path
 from mrdiff.errors import InputError
 from mrdiff.noise import make_generator, seed_for
 from mrdiff.scaling import image_scale
+from recon.verbs import SUMMARIES
 
 GUIDANCE_INTERVAL = (0.4, 80.0)
-HELP = "draw unconditional samples from a prior (PNG grid) and check them for memorisation"
+HELP = SUMMARIES["sample"]
 
 
 def draw_samples(denoiser, n: int, steps: int, sampler: str, seed: int, size: int) -> torch.Tensor:

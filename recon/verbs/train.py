@@ -18,8 +18,9 @@ from PIL import Image
 from mrdiff.atomic import atomic_path
 from mrdiff.config import Config, apply_overrides, from_dict, load_yaml, to_dict
 from mrdiff.errors import InputError
+from recon.verbs import SUMMARIES
 
-HELP = "train the diffusion prior (EDM U-Net) on prepared HDF5 slices"
+HELP = SUMMARIES["train"]
 PRESET_DIR = Path(__file__).resolve().parents[1] / "presets"
 
 
@@ -165,7 +166,9 @@ def main(argv: list[str]) -> int:
         with atomic_path(out_dir / "config.yaml") as tmp:
             tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     n_val = len(val_data) if val_data else 0
+    per_process = f"{cfg.train.batch_size / world:g} per process"
     say(f"training '{cfg.name}' on {len(train_data)} slices ({n_val} val) on {device} x {world}", flush=True)
+    say(f"global batch {cfg.train.batch_size} ({per_process}), lr {cfg.train.lr:g}", flush=True)
     stop = {"signal": 0}
 
     def on_signal(signum: int, _frame: object) -> None:
