@@ -192,14 +192,16 @@ class Check:
     def flops(self, budget: ds.Budget) -> dict:
         """Achieved TFLOP/s of each preset's denoiser (bf16 autocast forward) and of a bf16 matmul.
 
-        FLOPs are counted on the meta device; presets run smallest first, and each one's measured rate
-        predicts whether the next one's probe fits the budget.
+        FLOPs are counted on the meta device; presets run in order of FLOPs, and each one's measured
+        rate predicts whether the next one's probe fits the budget.
         """
-        rows = []
+        rows, sizes = [], {}
         for name in PRESETS:
             cfg = preset_config(name, self.tiny)
-            size, batch = (32, 2) if self.tiny else (cfg.data.resolution, 32)
-            self.flops_1[name] = flops_1 = ds.meta_flops(cfg, size)
+            sizes[name] = 32 if self.tiny else cfg.data.resolution
+            self.flops_1[name] = ds.meta_flops(cfg, sizes[name])
+        for name in sorted(PRESETS, key=self.flops_1.get):
+            size, batch, flops_1 = sizes[name], 2 if self.tiny else 32, self.flops_1[name]
             den = self.denoiser(name, self.device)
             kw = {"rate": self.rate, "cap_s": 5 * self.cap_s}
             rows.append(ds.denoiser_tflops(name, den, flops_1, size, batch, self.device, budget, **kw))
@@ -252,7 +254,7 @@ class Check:
     def training(self, budget: ds.Budget) -> dict:
         """Images/s and peak memory of each preset's training step."""
         rows = []
-        for i, name in enumerate(PRESETS):
+        for i, name in enumerate(sorted(PRESETS, key=lambda n: self.flops_1.get(n, 0))):  # cheap first
             reason = budget.skip_reason(3.0)
             if reason:
                 rows.append({"preset": name, "skipped": reason})

@@ -7,7 +7,8 @@
 #   TINY=1 OUT=/tmp/out bash benchmarks/gpu_session.sh     # a few CPU steps of everything, to test it here
 #
 # The GPU machine has its own torch; the few pure-Python packages it lacks travel as wheels in .whl/
-# (fastmri, sigpy, PyWavelets, runstats, nibabel), and the training images are built there by
+# (fastmri, sigpy, PyWavelets, runstats, nibabel, and pandas/requests with their dependencies for
+# fastmri.data), and the training images are built there by
 # `mrdiff prep --images-only` from the raw Colin27 / MNI152 volumes carried in .carry/shared-data.
 set -u
 : "${OUT:?set OUT to the output folder}"
@@ -25,8 +26,9 @@ if [ "${TINY:-0}" = 1 ]; then
 else
   TINY_SET=()
   if ls .whl/*.whl >/dev/null 2>&1; then
-    $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/site \
-      .whl/fastmri-*.whl .whl/sigpy-*.whl .whl/pywavelets-*.whl .whl/runstats-*.whl .whl/nibabel-*.whl \
+    # all of them: fastmri.data (masks, metrics) also imports pandas and requests, which need pytz,
+    # tzdata, urllib3, idna, certifi and charset_normalizer; none of these is on the GPU machine
+    $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl \
       && export PYTHONPATH=/tmp/site:$PWD
   fi
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$LOG/nvidia-smi.txt" 2>&1
