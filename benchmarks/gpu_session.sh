@@ -22,7 +22,7 @@ DEVICE=cuda
 SRC=${SRC:-.carry/shared-data}
 if [ "${TINY:-0}" = 1 ]; then
   TRAIN_MIN=0.15; CHECK_S=20; DEVICE=cpu
-  TINY_SET=(--set train.batch_size=4 --set train.workers=2 --set train.val_every=10 --set train.val_images=2)
+  TINY_SET=(--set train.batch_size=8 --set data.patches_per_image=4 --set train.workers=2 --set train.val_every=10 --set train.val_images=2)
 else
   TINY_SET=()
   if ls .whl/*.whl >/dev/null 2>&1; then
