@@ -13,11 +13,12 @@ from mrdiff.errors import InputError
 from mrdiff.io import center_crop, list_volumes, open_volume
 from mrdiff.metrics import volume_metrics
 from mrdiff.pipeline import diffusion_methods
+from mrdiff.resources import package_path
 from recon.verbs import recon as recon_verb
 
 HELP = "reconstruct the bundled demo input (data_prep/demo) and write demo_out/demo.png"
 
-DEMO_DIR = Path(__file__).resolve().parents[2] / "data_prep" / "demo"
+DEMO_DIR = package_path("data_prep", "demo")  # package data, so an installed wheel finds it too
 DIFFUSION_DEFAULT = "ccdf"  # the diffusion method that beat cs-l1 on val at 4x and 8x
 CLASSICAL_DEFAULT = "cs-l1"
 
