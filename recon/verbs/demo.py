@@ -30,11 +30,9 @@ def demo_methods() -> list[str]:
 
     Both run, so the demo shows honestly whether the prior beats classical CS on this input.
     """
+    from mrdiff.priors import default_prior_path
+
     methods = [CLASSICAL_DEFAULT]
-    try:
-        from mrdiff.priors import default_prior_path
-    except ImportError:
-        return methods
     if DIFFUSION_DEFAULT in diffusion_methods() and Path(default_prior_path()).exists():
         methods.insert(0, DIFFUSION_DEFAULT)
     return methods
