@@ -21,9 +21,10 @@ from benchmarks.harness import MethodConfig
 from mrdiff.baselines import BASELINES
 from mrdiff.errors import InputError
 from mrdiff.pipeline import all_methods, diffusion_methods, supervised_methods
+from mrdiff.resources import package_path
 from recon.verbs.common import method_params
 
-DEFAULT_PARAMS = Path(__file__).resolve().parent / "params" / "open-brain-128.yaml"
+DEFAULT_PARAMS = package_path("benchmarks", "params", "open-brain-128.yaml")  # package data
 
 
 def read_params(path: Path | None) -> dict:

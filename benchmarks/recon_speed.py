@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -29,22 +30,32 @@ import torch
 from mrdiff.atomic import atomic_path
 from mrdiff.baselines import BASELINES
 from mrdiff.consistency import REGISTRY
+from mrdiff.errors import InputError
 from mrdiff.io import center_crop, list_volumes, open_volume
 from mrdiff.metrics import volume_metrics
 from mrdiff.noise import make_generator, seed_for
 from mrdiff.operators import CartesianOperator
+from mrdiff.overrides import parse_set, split_set, yaml_value
 from mrdiff.pipeline import MaskSpec, _slice_inputs, volume_mask
 from mrdiff.reconstruct import SCALE_ITERS, estimate_scale, reconstruct
 from mrdiff.sampling import denoise
 from mrdiff.scaling import image_scale
 
 
+def _method_param(key: str, item: str) -> tuple[str, str]:
+    """``"method.param"`` -> ``("method", "param")``; anything else is an InputError naming ``item``."""
+    method, dot, param = key.partition(".")
+    if not dot or not method or not param:
+        raise InputError(f"expected method.param=value, got {item!r}")
+    return method, param
+
+
 def _parse_params(items: list[str]) -> dict:
-    """``method.param=value`` pairs -> ``{method: {param: value}}``."""
+    """``method.param=value`` pairs -> ``{method: {param: value}}`` (values YAML, as ``mrdiff recon``)."""
     out: dict = {}
     for item in items:
-        key, value = item.split("=", 1)
-        method, param = key.split(".", 1)
+        key, value = parse_set(item)
+        method, param = _method_param(key, item)
         out.setdefault(method, {})[param] = value
     return out
 
@@ -115,10 +126,11 @@ def _grid(items: list[str]) -> dict:
     """``method.param=v1,v2`` -> ``{method: [{param: v1}, {param: v2}]}`` (cartesian over params)."""
     out: dict = {}
     for item in items:
-        key, values = item.split("=", 1)
-        method, param = key.split(".", 1)
+        key, raw = split_set(item)
+        method, param = _method_param(key, item)
+        values = [yaml_value(v, item) for v in raw.split(",")]
         prev = out.get(method, [{}])
-        out[method] = [{**p, param: v} for p in prev for v in values.split(",")]
+        out[method] = [{**p, param: v} for p in prev for v in values]
     return out
 
 
@@ -214,7 +226,16 @@ def _speed_batch(files, slices, accel, device):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark; writes a JSON file and prints one line per row."""
+    """Run the benchmark; writes a JSON file and prints one line per row. Bad input: one line, exit 2."""
+    try:
+        return _run(argv)
+    except InputError as err:
+        print(f"recon_speed: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command-line options."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--prior", default=None, help="prior file or training checkpoint (default: shipped prior)")
     p.add_argument("--data", default="data/open-brain-128/val", help="val directory (never test)")
@@ -234,7 +255,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calibrate", action="store_true", help="only measure the scale calibration ratio")
     p.add_argument("--threads", type=int, default=1, help="CPU threads")
     p.add_argument("--out", default="runs/recon_speed.json", help="JSON output")
-    a = p.parse_args(argv)
+    return p
+
+
+def _run(argv: list[str] | None) -> int:
+    """The benchmark itself (``main`` turns its InputErrors into one line)."""
+    a = _parser().parse_args(argv)
+    params, grid = _parse_params(a.set), _grid(a.grid)  # before any work: bad input fails first
     torch.set_num_threads(a.threads)
     files = list_volumes(a.data)[: a.volumes]
     accels = [float(v) for v in a.accel.split(",")]
@@ -246,7 +273,6 @@ def main(argv: list[str] | None = None) -> int:
     from mrdiff.priors import load_prior
 
     denoiser = load_prior(a.prior, a.device)
-    params = _parse_params(a.set)
     result = {"prior": a.prior, "device": a.device, "threads": a.threads, "speed": [], "quality": []}
     if a.speed_methods != "none":
         methods = list(REGISTRY) if a.speed_methods == "all" else a.speed_methods.split(",")
@@ -267,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
             a.slices,
             params,
             a.device,
-            _grid(a.grid),
+            grid,
             a.samples,
             [b for b in a.baselines.split(",") if b],
         )

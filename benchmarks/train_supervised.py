@@ -6,7 +6,7 @@ atomically every ``--save-every`` seconds and training stops when the total wall
 spent. ``--ship`` writes the shipped weights (model only) and a model card with their SHA-256.
 
     nice -n 10 python -m benchmarks.train_supervised --kind unet --data data/open-brain-128 \
-        --minutes 15 --ship weights/unet-brain128.pt
+        --minutes 15 --ship mrdiff/weights/unet-brain128.pt
 """
 
 from __future__ import annotations

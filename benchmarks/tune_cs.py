@@ -5,8 +5,9 @@ Usage (on the prepared validation split only, never on `test`)::
     nice -n 10 .venv/bin/python benchmarks/tune_cs.py --data data/open-brain-128/val --slices 4 \
         --out runs/tune_cs.json
 
-Until the prepared split exists, ``--simulate-colin DIR`` first writes one multi-coil volume simulated
-from the Colin27 T1 head (/work/shared/data/colin27-t1, BSD-3, Holmes et al. JCAT 1998): magnitude
+Until the prepared split exists, ``--simulate-colin DIR --colin ch2.nii.gz`` first writes one multi-coil
+volume simulated from the Colin27 T1 head (``colin27-t1/ch2.nii.gz`` of the shared data, BSD-3, Holmes
+et al. JCAT 1998): magnitude
 on a 256 grid, smooth random phase, 8 birdcage coils, k-space cropped to 128 (no inverse crime),
 complex Gaussian noise at ``--snr-db``. Masks: fastMRI ``random``, 4x/0.08 and 8x/0.04, seeded from
 the file name. Coil maps come from the calibration region (ESPIRiT) once per slice. SSIM/PSNR/NMSE as
@@ -49,11 +50,14 @@ def _birdcage(coils: int, n: int) -> torch.Tensor:
     return maps / maps.abs().square().sum(0, keepdim=True).sqrt()
 
 
-def simulate_colin(out_dir: Path, n: int = 128, coils: int = 8, snr_db: float = 30.0, slices=(80, 90, 100)):
-    """Write ``colin_sim.h5`` (prepared layout) simulated from Colin27 axial slices; return its path."""
+def simulate_colin(
+    out_dir: Path, source: Path, n: int = 128, coils: int = 8, snr_db: float = 30.0, slices=(80, 90, 100)
+):
+    """Write ``colin_sim.h5`` (prepared layout) simulated from axial slices of the Colin27 NIfTI
+    ``source`` (``colin27-t1/ch2.nii.gz``); return its path."""
     import nibabel as nib
 
-    vol = np.asarray(nib.load("/work/shared/data/colin27-t1/ch2.nii.gz").dataobj, np.float32)
+    vol = np.asarray(nib.load(source).dataobj, np.float32)
     vol = vol / np.percentile(vol, 99.5)
     fine, ks, rss_all = 2 * n, [], []
     for s in slices:
@@ -141,12 +145,15 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=Path("data/open-brain-128/val"), help="validation files")
     p.add_argument("--simulate-colin", type=Path, default=None, help="simulate a Colin27 volume into DIR")
+    p.add_argument("--colin", type=Path, default=None, help="Colin27 NIfTI for --simulate-colin (ch2.nii.gz)")
     p.add_argument("--slices", type=int, default=3, help="central slices per volume")
     p.add_argument("--max-files", type=int, default=4, help="at most this many volumes")
     p.add_argument("--out", type=Path, default=Path("runs/tune_cs.json"), help="JSON summary")
     p.add_argument("--method", choices=list(GRID), default=None, help="sweep only this method")
     p.add_argument("--values", type=float, nargs="*", default=None, help="values to sweep for --method")
     args = p.parse_args()
+    if args.simulate_colin and not (args.colin and args.colin.is_file()):
+        p.error(f"--simulate-colin needs --colin PATH to colin27-t1/ch2.nii.gz (got {args.colin})")
     grid = dict(GRID)
     if args.method:
         key, values = GRID[args.method]
@@ -154,7 +161,9 @@ def main() -> None:
         if key == "iters":
             grid[args.method] = (key, tuple(int(v) for v in grid[args.method][1]))
     torch.set_num_threads(1)
-    files = [simulate_colin(args.simulate_colin)] if args.simulate_colin else list_volumes(args.data)
+    files = (
+        [simulate_colin(args.simulate_colin, args.colin)] if args.simulate_colin else list_volumes(args.data)
+    )
     rows = [r for f in files[: args.max_files] for r in evaluate_volume(f, args.slices, grid)]
     summary = summarise(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from data_prep.manifest import LeakageGuard
 from data_prep.simulate import SimulationConfig, foreground_fraction, simulate_image, simulate_slice
 from data_prep.sources import KspaceVolume, MagnitudeVolume, Volume
 from data_prep.writer import VolumeWriter, ismrmrd_header, read_entry, zero_filled_rss
@@ -290,12 +291,35 @@ def candidate_slices(job: Job) -> list[int]:
     return list(range(n)) if job.slices is None else [i for i in job.slices if 0 <= i < n]
 
 
-def build_job(job: Job, out_dir: Path, opts: PrepOptions, progress: bool, report: BuildReport) -> None:
-    """Build (or reuse) one volume and record the outcome in ``report``."""
+def _admit(guard: LeakageGuard | None, entry: dict, what: str) -> None:
+    """Raise ``InputError`` starting with ``what`` if ``entry`` would leak between splits."""
+    if guard is not None:
+        try:
+            guard.check(entry)
+        except InputError as err:
+            raise InputError(f"{what}: {err}") from None
+
+
+def build_job(
+    job: Job,
+    out_dir: Path,
+    opts: PrepOptions,
+    progress: bool,
+    report: BuildReport,
+    guard: LeakageGuard | None = None,
+) -> None:
+    """Build (or reuse) one volume and record the outcome in ``report``.
+
+    With a ``guard``, the volume's manifest entry is checked for leakage between splits before
+    anything is written; a leaking volume raises ``InputError`` and leaves no file.
+    """
     path = out_dir / job.rel_path
     key = job_key(job, opts)
     found = None if opts.force or not path.exists() else read_entry(path)
     if found is not None and found[0] == key:
+        _admit(guard, found[1], f"{path} (built earlier)")
+        if guard is not None:
+            guard.add(found[1])
         report.entries.append(found[1])
         report.reused.append(str(path))
         return
@@ -319,20 +343,32 @@ def build_job(job: Job, out_dir: Path, opts: PrepOptions, progress: bool, report
         "source_slices": slices,
         "n_slices": len(slices),
     }
+    _admit(guard, entry, f"{path}: not written")
     with tqdm(total=len(slices), desc=job.rel_path, unit="slice", disable=not progress, leave=False) as bar:
         with atomic_path(path) as tmp, h5py.File(tmp, "w", track_order=False) as f:
             entry.update(WRITERS[job.volume.kind](f, job, slices, opts, bar))
             f.attrs["prep_key"] = key
             f.attrs["prep_entry"] = json.dumps(entry)
+    if guard is not None:
+        guard.add(entry)
     report.entries.append(entry)
 
 
-def build(jobs: list[Job], out_dir: Path, opts: PrepOptions, progress: bool = True) -> BuildReport:
-    """Run every job; failures (bad/unreadable sources) are collected, not raised."""
+def build(
+    jobs: list[Job],
+    out_dir: Path,
+    opts: PrepOptions,
+    progress: bool = True,
+    guard: LeakageGuard | None = None,
+) -> BuildReport:
+    """Run every job; failures (bad/unreadable or leaking sources) are collected, not raised.
+
+    ``guard`` (optional) vetoes, before writing, any volume that would leak between splits.
+    """
     report = BuildReport()
     for job in jobs:
         try:
-            build_job(job, out_dir, opts, progress, report)
+            build_job(job, out_dir, opts, progress, report, guard)
         except InputError as err:
             report.failures.append(str(err))
         except (OSError, ValueError, KeyError) as err:

@@ -95,3 +95,40 @@ def check_leakage(
             raise InputError(
                 f"leakage: subject {subject!r} is in splits {sorted(splits)} (not declared shared)"
             )
+
+
+class LeakageGuard:
+    """Checks each volume *before* it is written against the manifest and this run's earlier volumes.
+
+    A volume whose entry would break :func:`check_leakage` raises ``InputError`` and is never written
+    (``mrdiff prep`` reports it as a failure); a volume is recorded with :meth:`add` once written.
+    Entries for the same ``file`` replace the manifest's (a rebuilt volume does not leak with its
+    former self).
+
+    Args:
+        out_dir: the output root whose ``manifest.json`` lists the volumes already there.
+        eval_only, shared_subjects: as for :func:`check_leakage`.
+    """
+
+    def __init__(self, out_dir: Path, eval_only: dict | None = None, shared_subjects: dict | None = None):
+        volumes = load_manifest(out_dir).get("volumes", [])
+        self.entries = {e["file"]: e for e in volumes if (out_dir / e["file"]).exists()}
+        self.eval_only, self.shared = eval_only or {}, shared_subjects or {}
+
+    def check(self, entry: dict) -> None:
+        """Raise ``InputError`` if adding ``entry`` (not yet written) would leak between splits."""
+        trial = {**self.entries, entry["file"]: entry}
+        check_leakage(list(trial.values()), self.eval_only, self.shared)
+
+    def add(self, entry: dict) -> None:
+        """Record a volume that was written (or reused)."""
+        self.entries[entry["file"]] = entry
+
+
+def merge_shared(*declared: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Union of subject -> splits declarations (a subject may span the splits of any of them)."""
+    out: dict[str, set[str]] = defaultdict(set)
+    for mapping in declared:
+        for subject, splits in (mapping or {}).items():
+            out[subject] |= set(splits)
+    return {subject: sorted(splits) for subject, splits in sorted(out.items())}

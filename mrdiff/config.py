@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from mrdiff.errors import InputError
+from mrdiff.overrides import parse_set
 
 
 @dataclass(frozen=True)
@@ -254,14 +255,8 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
     """Return a copy of ``values`` with ``section.key=value`` overrides (value parsed as YAML)."""
     out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in values.items()}
     for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise InputError(f"override '{item}' must look like section.key=value")
-        parts = key.strip().split(".")
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError as err:
-            raise InputError(f"override '{item}': value is not valid YAML") from err
+        key, value = parse_set(item)  # the one --set parser (mrdiff.overrides)
+        parts = key.split(".")
         if parts == ["name"]:
             out["name"] = value
             continue

@@ -63,19 +63,19 @@ class VolumeResult:
 
 
 def _registry(module: str, name: str) -> dict:
-    try:
-        return dict(getattr(importlib.import_module(module), name))
-    except (ImportError, AttributeError):
-        return {}
+    """``module.name`` as a dict, imported on first use (lazily: the supervised networks pull in
+    ``fastmri.models``). An import error propagates: a broken ``mrdiff.consistency`` must fail loudly,
+    not make every diffusion method vanish from the method list."""
+    return dict(getattr(importlib.import_module(module), name))
 
 
 def diffusion_methods() -> dict:
-    """The registered measurement-consistency methods (empty if that module is unavailable)."""
+    """The registered measurement-consistency methods (``mrdiff.consistency.REGISTRY``)."""
     return _registry("mrdiff.consistency", "REGISTRY")
 
 
 def supervised_methods() -> dict:
-    """The registered supervised networks (U-Net, VarNet), if available."""
+    """The registered supervised networks (U-Net, VarNet; ``mrdiff.supervised.SUPERVISED``)."""
     return _registry("mrdiff.supervised", "SUPERVISED")
 
 

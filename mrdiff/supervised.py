@@ -25,8 +25,9 @@ from mrdiff.coils import calibration_width, rss
 from mrdiff.errors import InputError
 from mrdiff.fft import ifft2c
 from mrdiff.operators import CartesianOperator
+from mrdiff.resources import package_path
 
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+WEIGHTS_DIR = package_path("mrdiff", "weights")  # shipped weights are package data (mrdiff/weights)
 DEFAULT_WEIGHTS = {"unet": "unet-brain128.pt", "varnet": "varnet-brain128.pt"}
 #: small CPU presets (the fastMRI defaults are chans=32/pools=4 and 12 cascades of chans=18)
 PRESETS = {

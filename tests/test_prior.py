@@ -127,7 +127,7 @@ def test_shipped_prior_loads_without_network():
 
 
 def test_preset_describes_the_shipped_prior():
-    """`mrdiff train --config brain128-cpu --init weights/brain128-cpu.pt` (the README's fine-tuning
+    """`mrdiff train --config brain128-cpu --init mrdiff/weights/brain128-cpu.pt` (the README's fine-tuning
     example) needs the preset's model to be the shipped one."""
     from mrdiff.priors.checkpoint import check_compatible
     from recon.verbs.train import resolve_config

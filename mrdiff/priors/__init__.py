@@ -1,6 +1,6 @@
 """Diffusion priors: the U-Net denoiser with EDM preconditioning and its loader (contract 2).
 
-``load_prior(None)`` loads the shipped ``weights/brain128-cpu.pt`` from the repository, without any
+``load_prior(None)`` loads the shipped ``mrdiff/weights/brain128-cpu.pt`` (package data), without any
 network access; ``load_prior(path)`` loads a shipped prior or a training checkpoint (its EMA weights).
 """
 
@@ -15,13 +15,15 @@ from mrdiff.errors import InputError
 from mrdiff.priors.checkpoint import load_checkpoint, load_weights, sha256_file
 from mrdiff.priors.patch import PatchDenoiser
 from mrdiff.priors.precond import Denoiser, EDMPrecond
+from mrdiff.resources import package_path
 
 DEFAULT_PRIOR = "brain128-cpu"
 
 
 def default_prior_path() -> Path:
-    """Path of the shipped default prior (``weights/brain128-cpu.pt`` next to the package)."""
-    return Path(__file__).resolve().parents[2] / "weights" / f"{DEFAULT_PRIOR}.pt"
+    """Path of the shipped default prior (``mrdiff/weights/brain128-cpu.pt``, package data found with
+    :mod:`importlib.resources`, so it works from a checkout and from an installed wheel)."""
+    return package_path("mrdiff", "weights", f"{DEFAULT_PRIOR}.pt")
 
 
 def build_denoiser(config: dict) -> Denoiser:
@@ -44,7 +46,9 @@ def load_prior(path: str | Path | None = None, device: str | torch.device = "cpu
     """
     path = default_prior_path() if path is None else Path(path)
     if not path.exists() and path == default_prior_path():
-        raise InputError(f"the shipped prior {path} is missing; pass --prior or restore weights/")
+        raise InputError(
+            f"the shipped prior {path} is missing; pass --prior or reinstall mrdiff (mrdiff/weights/)"
+        )
     state = load_checkpoint(path)
     if "ema" not in state:
         raise InputError(f"checkpoint {path} holds no EMA weights")

@@ -6,20 +6,11 @@ import inspect
 from pathlib import Path
 
 import torch
-import yaml
 
 from mrdiff.errors import InputError
+from mrdiff.overrides import parse_sets
 
-
-def parse_sets(items: list[str] | None) -> dict:
-    """``["a=1", "b.c=x"]`` -> ``{"a": 1, "b.c": "x"}`` with YAML-typed values."""
-    out = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise InputError(f"--set expects key=value, got '{item}'")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
+__all__ = ["method_params", "output_path", "parse_sets", "pick_device"]
 
 
 def method_params(method: str, target: object, sets: dict) -> dict:

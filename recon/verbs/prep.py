@@ -10,8 +10,6 @@ from recon.verbs import SUMMARIES
 
 HELP = SUMMARIES["prep"]
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``mrdiff prep``."""
@@ -28,16 +26,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output root; volumes go to OUT/<split>/*.h5")
     p.add_argument(
         "--open-brain",
-        nargs="?",
-        const=DEFAULT_DATA,
         type=Path,
         metavar="DATA_DIR",
-        help="build the open brain sets from DATA_DIR (default: ../shared/data next to the repository)",
+        help="build the open brain sets from DATA_DIR, the open data folder (e.g. ../shared/data)",
     )
     p.add_argument(
         "--demo",
-        nargs="?",
-        const=DEFAULT_DATA,
         type=Path,
         metavar="DATA_DIR",
         help="rebuild the bundled demo input (data_prep/demo) from DATA_DIR into --out",
@@ -70,6 +64,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip slices with a smaller fraction of pixels above 10%% of the volume's 99th percentile",
     )
     p.add_argument("--split", default="train", help="split name for SOURCES (default train)")
+    p.add_argument(
+        "--holdout-slices",
+        metavar="START:STOP",
+        default=None,
+        help="send source slices (or cine frames) START..STOP-1 of each source to --holdout-split, the "
+        "rest to --split (one slice stack per source; leakage still checked per slice)",
+    )
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=None,
+        help="like --holdout-slices, holding out the last fraction F of each source's slices, 0 < F < 1",
+    )
+    p.add_argument("--holdout-split", default="val", help="split of the held-out slices (default val)")
     p.add_argument(
         "--licence", default="unknown (not stated by the user)", help="licence recorded for SOURCES"
     )
@@ -116,6 +124,19 @@ def _options(args):
     )
 
 
+def _holdout(args):
+    """The ``--holdout-slices`` / ``--val-fraction`` request (None without one)."""
+    from data_prep.holdout import parse_holdout
+    from mrdiff.errors import InputError
+
+    holdout = parse_holdout(args.holdout_slices, args.val_fraction, args.holdout_split)
+    if holdout is not None and not args.sources:
+        raise InputError("--holdout-slices / --val-fraction apply to SOURCES; none given")
+    if holdout is not None and holdout.split == args.split:
+        raise InputError(f"--holdout-split must differ from --split (both {args.split!r})")
+    return holdout
+
+
 def main(argv: list[str]) -> int:
     """Run ``mrdiff prep``; returns 0, or 1 if any source failed (each failure printed on one line)."""
     from data_prep.api import prep_open_brain, prep_sources
@@ -126,7 +147,8 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     opts = _options(args)
     if not args.sources and args.open_brain is None and args.demo is None:
-        raise InputError("nothing to do: give SOURCES, --open-brain [DATA_DIR] or --demo [DATA_DIR]")
+        raise InputError("nothing to do: give SOURCES, --open-brain DATA_DIR or --demo DATA_DIR")
+    holdout = _holdout(args)
     reports = []
     if args.demo is not None:
         from data_prep.demo_set import build_demo
@@ -147,7 +169,9 @@ def main(argv: list[str]) -> int:
                 f"--orientations must be a subset of {','.join(ORIENTATIONS)}, got {args.orientations!r}"
             )
         reports.append(
-            prep_sources(args.sources, args.out, args.split, args.licence, opts, orient, not args.no_progress)
+            prep_sources(
+                args.sources, args.out, args.split, args.licence, opts, orient, not args.no_progress, holdout
+            )
         )
     return _summary(reports, args.out)
 

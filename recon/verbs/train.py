@@ -18,10 +18,11 @@ from PIL import Image
 from mrdiff.atomic import atomic_path
 from mrdiff.config import Config, apply_overrides, from_dict, load_yaml, to_dict
 from mrdiff.errors import InputError
+from mrdiff.resources import package_path
 from recon.verbs import SUMMARIES
 
 HELP = SUMMARIES["train"]
-PRESET_DIR = Path(__file__).resolve().parents[1] / "presets"
+PRESET_DIR = package_path("recon", "presets")  # package data, so an installed wheel finds it too
 
 
 def resolve_config(name_or_path: str, overrides: list[str]) -> Config:
@@ -129,8 +130,8 @@ def _parser() -> argparse.ArgumentParser:
         "--init",
         default=None,
         metavar="PRIOR",
-        help="fine-tune: start from this prior's weights (e.g. weights/brain128-cpu.pt); same --config "
-        "model, except that model.mid_blocks may be larger (new blocks start as the identity)",
+        help="fine-tune: start from this prior's weights (e.g. mrdiff/weights/brain128-cpu.pt); same "
+        "--config model, except that model.mid_blocks may be larger (new blocks start as the identity)",
     )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="torch device")
     return p
