@@ -17,6 +17,7 @@ class DPS(Consistency):
 
     needs_grad = True
     defaults = {"zeta": 5.0}
+    tunable = {"zeta": (0.3, 30.0, "log")}
 
     def __call__(self, step, y, op, generators):
         grad, r = residual_gradient(step, y, op)
