@@ -77,3 +77,21 @@ def test_auto_with_nothing_to_hold_out(capsys, tmp_path, make_h5):
     )  # plain recon still runs
     assert code == 0, err
     assert json.loads(stdout.strip().splitlines()[-1])["files"][str(out)]["heldout_error"] is None
+
+
+def test_bench_auto_rows_record_their_choice(capsys, tmp_path, make_h5):
+    data = tmp_path / "val"
+    data.mkdir()
+    make_h5("val/v0.h5", layout="prepared", slices=2, coils=4)
+    out = tmp_path / "bench"
+    argv = ["bench", "--data", data, "--methods", "sense", "--masks", "random", "--accels", "2", "--out", out]
+    code, stdout, err = run(capsys, *argv, "--auto", "--auto-folds", "1", "--auto-points", "3")
+    assert code == 0, err
+    record = json.loads((out / "cells" / "sense+auto__random__2x__s0.json").read_text())
+    row = record["volumes"][0]
+    assert set(row["auto"]["chosen"]) == {"iters"} and row["auto"]["trials"] >= 3
+    assert record["method"]["auto"]["folds"] == 1
+    code, stdout, _ = run(capsys, *argv, "--auto", "--auto-folds", "1", "--auto-points", "3")
+    assert code == 0 and json.loads(stdout)["skipped"] == 1  # same settings: reused
+    code, _, err = run(capsys, *argv, "--tune", "lamda")
+    assert code == 2 and "cannot tune lamda" in err
