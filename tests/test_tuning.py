@@ -136,3 +136,28 @@ def test_heldout_error_is_zero_for_the_truth_and_one_for_zero():
     held = holdout_sets(mask, SHAPE, Split(0.2, 1, 0))[0]
     assert torch.allclose(heldout_error(x, op.A(x), op, held), torch.zeros(2), atol=1e-10)
     assert torch.allclose(heldout_error(torch.zeros_like(x), op.A(x), op, held), torch.ones(2))
+
+
+def test_every_declared_range_runs_through_one_tune():
+    """One ``tune`` drives every method (classical and diffusion) over its declared ranges."""
+    from mrdiff.baselines import BASELINES, TUNABLE
+    from mrdiff.consistency import REGISTRY
+    from mrdiff.reconstruct import reconstruct
+    from tests.test_consistency import _gens, _problem
+
+    prior, op, y, _ = _problem(coils=True)
+    split = Split(0.3, 1, 0)
+    for name, cls in REGISTRY.items():
+        tunable = check_tunable(cls.tunable, None, name)
+
+        def run(yf, fit, params, name=name):
+            return reconstruct(
+                yf, fit, name, prior, nfe=4, generators=_gens(2), params=params, init=fit.AH(yf)
+            ).mean
+
+        res = tune(run, y, op, tunable, split, dict(cls.defaults), points=2)
+        assert set(res.chosen) == set(cls.tunable) and math.isfinite(res.error), name
+    for name, declared in TUNABLE.items():
+        run = lambda yf, fit, params, name=name: BASELINES[name](yf, fit, **params)  # noqa: E731
+        res = tune(run, y, op, check_tunable(declared, None, name), split, {}, points=2)
+        assert set(res.chosen) == set(declared) and math.isnan(res.base_error), name
