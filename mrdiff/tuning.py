@@ -85,10 +85,17 @@ def centre_region(mask: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     """The fully sampled centred block (ACS) of ``mask`` as a bool ``(H, W)`` tensor (never held out)."""
     rows, cols = calibration_block(_mask_2d(mask, shape), shape)
     (H, W), region = shape, torch.zeros(tuple(shape), dtype=torch.bool)
-    region[H // 2 - rows // 2 : H // 2 - rows // 2 + rows, W // 2 - cols // 2 : W // 2 - cols // 2 + cols] = (
-        True
-    )
+    r0, c0 = H // 2 - rows // 2, W // 2 - cols // 2  # centred as ESPIRiT crops it
+    region[r0 : r0 + rows, c0 : c0 + cols] = True
     return region
+
+
+def _like(held: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """A held-out ``(H, W)`` mask in the shape of ``mask`` (``(W,)``, ``(1, W)``, ``(H, W)``, ...)."""
+    if mask.ndim == 1:
+        return held[0]
+    held = held[:1] if mask.shape[-2] == 1 else held
+    return (held[:, :1] if mask.shape[-1] == 1 else held).reshape(mask.shape)
 
 
 def _line_axis(m: torch.Tensor) -> int | None:
@@ -131,7 +138,7 @@ def holdout_sets(mask: torch.Tensor, shape: tuple[int, int], split: Split) -> li
         chosen[perm[k * take : (k + 1) * take]] = True
         held = chosen[None, :] if axis == 1 else chosen[:, None] if axis == 0 else chosen.reshape(shape)
         held = torch.broadcast_to(held, tuple(shape)) & m
-        out.append(held[0] if mask.ndim == 1 else held.reshape(mask.shape))
+        out.append(_like(held, mask))
     return out
 
 

@@ -52,9 +52,10 @@ def test_split_deterministic_disjoint_and_outside_centre(kind):
 def test_line_masks_hold_out_whole_lines():
     mask1d = make_mask("random", SHAPE, 2, 0.125, "f.h5")
     mask2d = torch.broadcast_to(mask1d, SHAPE).clone()  # a line mask stored as (H, W), like real files
-    for mask in (mask1d, mask2d):
+    for mask in (mask1d, mask2d, mask1d[None], mask1d[None, None, None]):
         for held in holdout_sets(mask, SHAPE, Split(0.2, 2, 0)):
-            h2 = torch.broadcast_to(held, SHAPE)
+            assert held.shape == mask.shape
+            h2 = torch.broadcast_to(held.reshape(held.shape[-2:] if held.ndim > 1 else held.shape), SHAPE)
             assert bool((h2 == h2[:1]).all()), "every held-out column is held out entirely"
 
 
