@@ -162,3 +162,17 @@ def test_every_declared_range_runs_through_one_tune():
         run = lambda yf, fit, params, name=name: BASELINES[name](yf, fit, **params)  # noqa: E731
         res = tune(run, y, op, check_tunable(declared, None, name), split, {}, points=2)
         assert set(res.chosen) == set(declared) and math.isnan(res.base_error), name
+
+
+def test_no_skill_keeps_the_start_value():
+    """Candidates that predict held-out k-space worse than zero (error >= 1) do not replace the start."""
+    y, op = _tikhonov_problem(signal_var=1.0, noise_var=0.2)
+
+    def run(yf, fit, params):  # a method with no skill: its output ignores the data's structure
+        return params["gain"] * complex_randn((y.shape[0], *SHAPE), make_generator(1))
+
+    res = tune(run, y, op, {"gain": (0.1, 10.0, "log")}, Split(0.2, 2, 0), {"gain": 5.0}, 5)
+    assert res.chosen == {"gain": 5.0} and min(t["error"] for t in res.table) >= 1
+    assert tune(
+        run, y, op, {"gain": (0.1, 10.0, "log")}, Split(0.2, 2, 0), {"gain": 5.0}, 5, max_error=2.0
+    ).chosen["gain"] == pytest.approx(0.1)
