@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,8 @@ from mrdiff.errors import InputError
 from mrdiff.io import VolumeInfo, center_crop, read_slice, write_reconstruction
 from mrdiff.masks import MASK_KINDS, sampling_fraction
 from mrdiff.metrics import volume_metrics
-from mrdiff.pipeline import MaskSpec, MethodSpec, maps_key, reconstruct_volume, volume_mask
+from mrdiff.pipeline import AutoSpec, MaskSpec, MethodSpec, maps_key, reconstruct_volume, volume_mask
+from mrdiff.tuning import Split
 
 #: fastMRI's centre fractions for 1-D masks (4x: 8%, 8x: 4%); 2-D Poisson keeps an 8% square
 CENTER_FRACTIONS = {4: 0.08, 8: 0.04}
@@ -45,18 +46,44 @@ def center_fraction(mask: str, accel: float) -> float:
 
 @dataclass(frozen=True)
 class MethodConfig:
-    """A benchmark row: ``label`` (shown), registered ``name``, parameters, NFE and samples."""
+    """A benchmark row: ``label`` (shown), registered ``name``, parameters, NFE and samples.
+
+    ``auto``: held-out k-space cross-validation settings (:func:`auto_settings`) when the row tunes its
+    parameters per volume (`mrdiff bench --auto`), else None.
+    """
 
     label: str
     name: str
     params: dict = field(default_factory=dict)
     nfe: int = 50
     samples: int = 1
+    auto: dict | None = None
 
     @property
     def is_diffusion(self) -> bool:
         """True for methods of ``mrdiff.consistency.REGISTRY``."""
         return self.name in pipeline.diffusion_methods()
+
+
+def auto_settings(auto: AutoSpec) -> dict:
+    """An :class:`AutoSpec` as plain values (stored in the row, so a change reruns the cell)."""
+    t = auto.tunable
+    tunable = None if t is None else {k: None if v is None else list(v) for k, v in t.items()}
+    return {
+        "tunable": tunable,
+        "fraction": auto.split.fraction,
+        "folds": auto.split.folds,
+        "slices": auto.slices,
+        "points": auto.points,
+        "refine": auto.refine,
+    }
+
+
+def auto_from_settings(d: dict) -> AutoSpec:
+    """Inverse of :func:`auto_settings`."""
+    t = d["tunable"]
+    tunable = None if t is None else {k: None if v is None else tuple(v) for k, v in t.items()}
+    return AutoSpec(tunable, Split(d["fraction"], d["folds"], 0), d["slices"], d["points"], d["refine"])
 
 
 @dataclass(frozen=True)
@@ -130,11 +157,22 @@ def run_cell(
     rows, t0 = [], time.perf_counter()
     for info in volumes:
         idx = slices[info.path.name]
-        result = reconstruct_volume(info, spec, cell.mask_spec, idx, maps_cache=maps_cache)
+        vspec, tuned = spec, None
+        if m.auto is not None:
+            auto = auto_from_settings(m.auto)
+            res = pipeline.tune_volume(info, spec, cell.mask_spec, auto, maps_cache, idx)
+            vspec = replace(spec, params=res.params)
+            tuned = {
+                "chosen": res.chosen,
+                "cv_error": res.error,
+                "trials": res.trials,
+                "seconds": res.seconds,
+            }
+        result = reconstruct_volume(info, vspec, cell.mask_spec, idx, maps_cache=maps_cache)
         attrs = {
             "method": m.label,
             "base_method": m.name,
-            "params": m.params,
+            "params": vspec.params,
             "nfe": result.nfe,
             "seconds_per_slice": result.seconds_per_slice,
             "device": device,
@@ -144,6 +182,8 @@ def run_cell(
             "seed": cell.seed,
             "prior_sha256": getattr(denoiser, "sha256", "") if m.is_diffusion else "",
         }
+        if tuned is not None:
+            attrs["auto"] = tuned
         write_reconstruction(
             out / "recons" / cell.key / info.path.name,
             result.reconstruction,
@@ -159,6 +199,8 @@ def run_cell(
             "residual": float(np.mean(result.residual)),
             "sampling_fraction": sampling_fraction(result.mask, info.shape[2:]),
         }
+        if tuned is not None:
+            row["auto"] = tuned
         target = _target(info, idx)
         if target is not None:
             row.update(volume_metrics(target, result.reconstruction))
@@ -196,7 +238,9 @@ def is_current(
     A rerun after changing a method's parameters, the slice selection or the prior must not reuse
     old numbers. Records written before cells stored their slice indices are matched on the slice count.
     """
-    if record is None or record.get("method") != json.loads(json.dumps(asdict(cell.method))):
+    if record is None or record.get("method") is None:
+        return False
+    if {"auto": None, **record["method"]} != json.loads(json.dumps(asdict(cell.method))):
         return False
     if record.get("center_fraction") != cell.mask_spec.center_fraction:
         return False

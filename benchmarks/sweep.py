@@ -29,7 +29,7 @@ GRID: dict[str, dict[str, list]] = {
     "ccdf": {"init": ["unet"], "sigma_t0": [0.15, 0.3, 1.0]},
     "repaint": {},
     "mcg": {"zeta": [0.5, 1.0]},
-    "dps": {"zeta": [0.5, 1.0, 2.0]},
+    "dps": {"zeta": [2.0, 5.0, 10.0]},  # 0.5-2 never reached the default 5 (issue 13: DPS below zf)
     "dds": {"eta": [0.5, 0.85]},
 }
 NFE_TOLERANCE_DB = 0.25

@@ -28,6 +28,12 @@ from mrdiff.scaling import image_scale
 DEFAULT_LAMBDA = {"cs-l1": 0.01, "cs-tv": 0.05}
 DEFAULT_CS_ITERS = {"cs-l1": 60, "cs-tv": 200}
 DEFAULT_SENSE_ITERS = 5
+# What held-out k-space cross-validation may search (mrdiff.tuning): {name: (lo, hi, scale)}.
+TUNABLE = {
+    "sense": {"iters": (1, 30, "int")},
+    "cs-l1": {"lamda": (1e-4, 1e-1, "log")},
+    "cs-tv": {"lamda": (1e-4, 1e-1, "log")},
+}
 
 
 def zero_filled(y: torch.Tensor, op: CartesianOperator) -> torch.Tensor:

@@ -2,27 +2,31 @@
 
 read slice -> mask (the file's own, or a retrospective one seeded from the file name) -> coil maps
 (ESPIRiT, once per slice) -> method (baseline, supervised network or diffusion) -> magnitude,
-centre-cropped to the recon size.
+centre-cropped to the recon size. Optionally, parameters are first chosen per volume by held-out
+k-space cross-validation on a few central slices (:func:`tune_volume`), and every slice's held-out
+error is recorded as a no-reference quality score (``reconstruct_volume(..., heldout=Split())``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib
+import inspect
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
-from mrdiff.baselines import BASELINES
+from mrdiff.baselines import BASELINES, DEFAULT_LAMBDA, TUNABLE
 from mrdiff.coils import estimate_maps
 from mrdiff.errors import InputError
 from mrdiff.io import VolumeInfo, center_crop, read_slice
 from mrdiff.masks import make_mask
 from mrdiff.noise import make_generator, seed_for
 from mrdiff.operators import CartesianOperator
+from mrdiff.tuning import Split, TuneResult, check_tunable, fold_errors, holdout_sets, tune
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,21 @@ class MethodSpec:
     batch: int = 1
 
 
+@dataclass(frozen=True)
+class AutoSpec:
+    """Held-out k-space cross-validation of a method's parameters, once per volume.
+
+    ``tunable``: None (everything the method declares) or ``{name: None | (lo, hi)}``; ``slices``
+    central slices are tuned together and the choice applies to every slice.
+    """
+
+    tunable: dict | None = None
+    split: Split = Split()
+    slices: int = 3
+    points: int = 7
+    refine: int = 0
+
+
 @dataclass
 class VolumeResult:
     """Magnitude outputs ``(S, h, w)`` float32, plus per-slice residual and timing."""
@@ -60,6 +79,7 @@ class VolumeResult:
     seconds_per_slice: float
     nfe: int
     mask: torch.Tensor
+    heldout_error: np.ndarray | None = None
 
 
 def _registry(module: str, name: str) -> dict:
@@ -88,6 +108,75 @@ def check_method(name: str) -> None:
     """Raise InputError for an unknown method."""
     if name not in all_methods():
         raise InputError(f"unknown method '{name}' (choose from {', '.join(all_methods())})")
+
+
+def method_tunable(name: str) -> dict:
+    """What a method declares tunable, ``{name: (lo, hi, scale)}`` (empty if nothing)."""
+    if name in BASELINES:
+        return dict(TUNABLE.get(name, {}))
+    return dict(getattr(diffusion_methods().get(name), "tunable", {}))
+
+
+def method_defaults(name: str) -> dict:
+    """A method's default parameter values (the starting point of a search)."""
+    if name in BASELINES:
+        sig = inspect.signature(BASELINES[name]).parameters.values()
+        out = {p.name: p.default for p in sig if p.default is not inspect.Parameter.empty}
+        return {**out, "lamda": DEFAULT_LAMBDA[name]} if name in DEFAULT_LAMBDA else out
+    cls = diffusion_methods().get(name)
+    return dict(cls.defaults) if cls is not None else {}
+
+
+def central_slices(pool: list[int], count: int) -> list[int]:
+    """``count`` consecutive entries around the middle of ``pool`` (all if fewer)."""
+    count = max(1, min(count, len(pool)))
+    start = (len(pool) - count) // 2
+    return list(pool[start : start + count])
+
+
+def tuning_slices(info: VolumeInfo, auto: AutoSpec, slices: list[int] | None = None) -> list[int]:
+    """The slices :func:`tune_volume` tunes on: ``auto.slices`` central ones of ``slices`` (default all)."""
+    return central_slices(list(range(info.shape[0])) if slices is None else list(slices), auto.slices)
+
+
+def check_auto(info: VolumeInfo, spec: MethodSpec, mask_spec: MaskSpec, auto: AutoSpec) -> dict:
+    """Validate a tuning request for one volume before anything runs; returns the ranges to search.
+
+    Raises:
+        InputError: nothing tunable, unknown parameter, empty range, or nothing to hold out.
+    """
+    tunable = check_tunable(method_tunable(spec.name), auto.tunable, spec.name)
+    holdout_sets(volume_mask(info, mask_spec), tuple(info.shape[2:]), auto.split)
+    return tunable
+
+
+def _runner(spec: MethodSpec, info: VolumeInfo, idx: list[int]):
+    """``run(y, op, params) -> x`` for the tuner: fresh per-slice generators on every call."""
+
+    def run(y, op, params):
+        gens = [make_generator(seed_for(spec.seed, info.path.name, i), spec.device) for i in idx]
+        return _run_method(replace(spec, params={**spec.params, **params}), y, op, gens)["mean"]
+
+    return run
+
+
+def tune_volume(
+    info: VolumeInfo,
+    spec: MethodSpec,
+    mask_spec: MaskSpec = MaskSpec(),
+    auto: AutoSpec = AutoSpec(),
+    maps_cache: dict | None = None,
+    slices: list[int] | None = None,
+) -> TuneResult:
+    """Choose ``spec``'s parameters for one volume by held-out k-space cross-validation
+    (:func:`mrdiff.tuning.tune`) on ``auto.slices`` central slices (of ``slices``, default all)
+    reconstructed together. The result's ``params`` then serve every slice of the volume."""
+    tunable = check_auto(info, spec, mask_spec, auto)
+    mask = volume_mask(info, mask_spec)
+    idx = tuning_slices(info, auto, slices)
+    y, op = _batch(info, idx, mask, spec.device, maps_cache)
+    base = {**method_defaults(spec.name), **spec.params}
+    return tune(_runner(spec, info, idx), y, op, tunable, auto.split, base, auto.points, auto.refine)
 
 
 def volume_mask(info: VolumeInfo, spec: MaskSpec) -> torch.Tensor:
@@ -125,6 +214,14 @@ def _slice_inputs(info: VolumeInfo, index: int, mask: torch.Tensor, maps_cache: 
     return y, maps, data.target
 
 
+def _batch(info: VolumeInfo, idx: list[int], mask, device: str, maps_cache: dict | None):
+    """Stacked masked k-space ``(B, C, H, W)`` of slices ``idx`` and their operator."""
+    parts = [_slice_inputs(info, i, mask, maps_cache) for i in idx]
+    y = torch.stack([p[0] for p in parts]).to(device)
+    maps = None if parts[0][1] is None else torch.stack([p[1] for p in parts]).to(device)
+    return y, CartesianOperator(mask.to(device), maps)
+
+
 def _run_method(spec: MethodSpec, y, op, generators) -> dict:
     """Run one method on a batch; returns complex ``mean`` (B,H,W), optional ``std``, ``nfe``."""
     if spec.name in BASELINES:
@@ -160,11 +257,16 @@ def reconstruct_volume(
     slices: list[int] | None = None,
     progress: Callable[[int], None] | None = None,
     maps_cache: dict | None = None,
+    heldout: Split | None = None,
 ) -> VolumeResult:
     """Reconstruct the given slices (default: all) of one volume.
 
     ``maps_cache``: optional dict shared between calls so coil maps are estimated once per
     (file, slice, mask); see :func:`maps_key`.
+
+    ``heldout``: also reconstruct each slice once without the first held-out fold of this split and
+    record ``||M_ho (A x - y)||^2 / ||M_ho y||^2`` per slice (``heldout_error``; NaN when the mask
+    has nothing to hold out). It costs one more reconstruction per slice and needs no ground truth.
 
     Slices are batched ``spec.batch`` at a time; each slice draws from its own generator seeded
     with ``(spec.seed, file name, slice)`` so results do not depend on the batching.
@@ -172,15 +274,15 @@ def reconstruct_volume(
     check_method(spec.name)
     mask = volume_mask(info, mask_spec)
     slices = list(range(info.shape[0])) if slices is None else slices
-    outs, zfs, stds, res_all, nfe, t0 = [], [], [], [], 0, time.perf_counter()
+    sets = _first_fold(mask, info, heldout)
+    outs, zfs, stds, res_all, ho_all, nfe, t0 = [], [], [], [], [], 0, time.perf_counter()
     for start in range(0, len(slices), max(1, spec.batch)):
         idx = slices[start : start + max(1, spec.batch)]
-        parts = [_slice_inputs(info, i, mask, maps_cache) for i in idx]
-        y = torch.stack([p[0] for p in parts]).to(spec.device)
-        maps = None if parts[0][1] is None else torch.stack([p[1] for p in parts]).to(spec.device)
-        op = CartesianOperator(mask.to(spec.device), maps)
+        y, op = _batch(info, idx, mask, spec.device, maps_cache)
         gens = [make_generator(seed_for(spec.seed, info.path.name, i), spec.device) for i in idx]
         out = _run_method(spec, y, op, gens)
+        if heldout is not None:
+            ho_all.append(_heldout_scores(spec, info, idx, y, op, sets))
         nfe = out["nfe"]
         outs.append(center_crop(out["mean"].abs(), info.recon_size).float().cpu())
         zfs.append(center_crop(BASELINES["zf"](y, op).abs(), info.recon_size).float().cpu())
@@ -198,4 +300,22 @@ def reconstruct_volume(
         seconds,
         nfe,
         mask,
+        np.concatenate(ho_all) if heldout is not None else None,
     )
+
+
+def _first_fold(mask, info: VolumeInfo, split: Split | None) -> list:
+    """The first held-out set of ``split`` (empty when there is nothing to hold out or no split)."""
+    if split is None:
+        return []
+    try:
+        return holdout_sets(mask, tuple(info.shape[2:]), replace(split, folds=1))
+    except InputError:
+        return []
+
+
+def _heldout_scores(spec: MethodSpec, info: VolumeInfo, idx: list[int], y, op, sets: list) -> np.ndarray:
+    """Per-slice held-out error of ``spec`` (NaN without a held-out set), float ``(B,)``."""
+    if not sets:
+        return np.full(len(idx), np.nan, np.float32)
+    return fold_errors(_runner(spec, info, idx), y, op, {}, sets)[0].cpu().numpy()

@@ -37,6 +37,8 @@ class Consistency:
     needs_grad: bool = False
     needs_init: bool = False
     defaults: dict = {}
+    # parameters held-out k-space cross-validation may search, {name: (lo, hi, scale)} (mrdiff.tuning)
+    tunable: dict = {}
     # NFE used when the caller gives none: on `val`, 20 NFE matched or beat 50 for DDS/POCS
     # (runs/c_sweep*, benchmarks/recon_speed.py); CCDF's truncated schedule needs only 10.
     default_nfe: int = 20

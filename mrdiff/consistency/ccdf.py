@@ -20,6 +20,7 @@ class CCDF(POCS):
     needs_init = True
     default_nfe = 10
     defaults = {**POCS.defaults, "sigma_t0": 0.15}
+    tunable = {"sigma_t0": (0.03, 1.0, "log")}
 
     def schedule(self, nfe, sigma_min, sigma_max):
         """Karras sigmas from ``min(sigma_t0, sigma_max)`` down to ``sigma_min``, then 0."""

@@ -18,6 +18,7 @@ class DDS(Consistency):
     """
 
     defaults = {"sampler": "ddim", "eta": 1.0, "cg_iters": 3, "damping": 0.0}
+    tunable = {"damping": (1e-3, 1.0, "log"), "cg_iters": (1, 10, "int")}
 
     def __call__(self, step, y, op, generators):
         gamma = self.params["damping"]

@@ -27,6 +27,7 @@ class ILVR(Consistency):
     """
 
     defaults = {"factor": 4.0}
+    tunable = {"factor": (1.0, 8.0, "log")}
 
     def __call__(self, step, y, op, generators):
         region = op.mask.to(y.device) & lowpass_region(tuple(y.shape[-2:]), self.params["factor"], y.device)

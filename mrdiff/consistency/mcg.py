@@ -25,6 +25,7 @@ class MCG(Consistency):
 
     needs_grad = True
     defaults = {"zeta": 1.0, "lam": 1.0}
+    tunable = {"zeta": (0.1, 10.0, "log")}
 
     def __call__(self, step, y, op, generators):
         grad, r = residual_gradient(step, y, op)

@@ -19,6 +19,7 @@ class POCS(Consistency):
     """
 
     defaults = {"clean": False, "lam": 1.0}
+    tunable = {"lam": (0.5, 1.0, "linear")}
 
     def __call__(self, step, y, op, generators):
         lam = self.params["lam"]

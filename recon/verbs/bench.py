@@ -6,17 +6,18 @@ import argparse
 import json
 import shlex
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from benchmarks.config import DEFAULT_PARAMS, method_configs, pick_slices, read_params, split_list
 from benchmarks.figures import nfe_figure, real_figure, slices_figure
-from benchmarks.harness import Cell, load_record, plan, run_grid
+from benchmarks.harness import Cell, auto_settings, load_record, plan, run_grid
 from benchmarks.report import write_tables, write_text
 from benchmarks.sweep import choose, grid_configs, write_params
 from mrdiff.errors import InputError
 from mrdiff.io import list_volumes, open_volume
-from mrdiff.pipeline import all_methods, diffusion_methods
-from recon.verbs import SUMMARIES
+from mrdiff.pipeline import MethodSpec, all_methods, check_auto, diffusion_methods
+from recon.verbs import SUMMARIES, autotune
 from recon.verbs.common import pick_device
 
 HELP = SUMMARIES["bench"]
@@ -54,7 +55,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--real", type=Path, default=None, help="real undersampled files for a qualitative figure")
     p.add_argument("--sweep", action="store_true", help="run the documented hyper-parameter grid (val only)")
     p.add_argument("--params-out", type=Path, default=None, help="--sweep: where to write the chosen params")
+    autotune.add_arguments(p)
     return p
+
+
+def _auto_rows(args, methods, volumes, cells) -> list:
+    """With ``--auto``: rows labelled ``LABEL+auto`` that tune per volume; bad requests fail here."""
+    auto = autotune.auto_spec(args)
+    if auto is None:
+        return methods
+    for cell in cells:
+        for info in volumes:
+            check_auto(info, MethodSpec(cell.method.name, cell.method.params), cell.mask_spec, auto)
+    return [replace(m, label=m.label + "+auto", auto=auto_settings(auto)) for m in methods]
 
 
 def load_denoiser(prior: str | None, device: str):
@@ -152,6 +165,7 @@ def main(argv: list[str]) -> int:
     volumes, slices = _volumes(directory, args)
     if args.sweep and (directory.name == "test" or any(v.attrs.get("split") == "test" for v in volumes)):
         raise InputError(f"{directory}: the sweep tunes hyper-parameters and must run on `val`, never `test`")
+    methods = _auto_rows(args, methods, volumes, plan(methods, masks, accels, args.seeds))
     cells = plan(methods, masks, accels, args.seeds)
     device = pick_device(args.device)
     args.out.mkdir(parents=True, exist_ok=True)

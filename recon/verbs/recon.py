@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from mrdiff import __version__
@@ -17,12 +19,15 @@ from mrdiff.pipeline import (
     MaskSpec,
     MethodSpec,
     all_methods,
+    check_auto,
     check_method,
     diffusion_methods,
     reconstruct_volume,
     supervised_methods,
+    tune_volume,
+    tuning_slices,
 )
-from recon.verbs import SUMMARIES
+from recon.verbs import SUMMARIES, autotune
 from recon.verbs.common import method_params, output_path, parse_sets, pick_device
 
 HELP = SUMMARIES["recon"]
@@ -61,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--resume", action="store_true", help="skip inputs whose output file already exists")
     p.add_argument("--png", action="store_true", help="also write zero-filled | recon | std | |error| PNGs")
+    p.add_argument(
+        "--no-heldout",
+        action="store_true",
+        help="skip the held-out k-space error (a no-reference quality score that costs one more "
+        "reconstruction per slice)",
+    )
+    autotune.add_arguments(p)
     return p
 
 
@@ -111,15 +123,31 @@ def _attrs(args, info, spec: MethodSpec, result, denoiser) -> dict:
     }
 
 
-def _run_one(args, path: Path, out_path: Path, spec: MethodSpec, denoiser, bar) -> None:
+def _mask_spec(args) -> MaskSpec:
+    return MaskSpec(args.mask, args.accel, args.center_fraction, args.mask_seed)
+
+
+def _run_one(args, path: Path, out_path: Path, spec: MethodSpec, denoiser, bar, auto) -> dict:
     info = open_volume(path)
-    mask_spec = MaskSpec(args.mask, args.accel, args.center_fraction, args.mask_seed)
+    mask_spec = _mask_spec(args)
     slices = _slices(args.slices, info.shape[0])
-    result = reconstruct_volume(info, spec, mask_spec, slices, progress=bar.update)
+    report, maps_cache = {}, {}
+    if auto is not None:
+        tuned = tune_volume(info, spec, mask_spec, auto, maps_cache, slices)
+        spec = replace(spec, params=tuned.params)
+        report["auto"] = autotune.summary(tuned, auto, tuning_slices(info, auto, slices))
+    heldout = None if args.no_heldout else autotune.heldout_split(args)
+    result = reconstruct_volume(info, spec, mask_spec, slices, bar.update, maps_cache, heldout)
     extras = {"residual": result.residual, "mask": result.mask.numpy(), "zero_filled": result.zero_filled}
     if result.std is not None:
         extras["std"] = result.std
     attrs = _attrs(args, info, spec, result, denoiser)
+    if result.heldout_error is not None:
+        extras["heldout_error"] = result.heldout_error
+        mean = float(np.mean(result.heldout_error))
+        report["heldout_error"] = attrs["heldout_error"] = None if np.isnan(mean) else round(mean, 6)
+        attrs["heldout"] = {"fraction": heldout.fraction, "fold": 0, "seed": heldout.seed}
+    attrs.update(report)
     if slices is not None:
         attrs["slices"] = slices  # `mrdiff eval` compares these target slices only
     write_reconstruction(out_path, result.reconstruction, attrs, extras)
@@ -127,6 +155,7 @@ def _run_one(args, path: Path, out_path: Path, spec: MethodSpec, denoiser, bar) 
         from recon.verbs.figures import slice_figures
 
         slice_figures(info, result, slices, out_path.parent / "png", out_path.stem)
+    return report
 
 
 def main(argv: list[str]) -> int:
@@ -146,8 +175,14 @@ def main(argv: list[str]) -> int:
     infos = [open_volume(f) for f in files]  # validate every input before writing anything
     device = pick_device(args.device)
     params = method_params(args.method, _method_target(args.method), parse_sets(args.set))
+    spec = MethodSpec(args.method, params, None, args.nfe, args.samples, args.seed, device, args.batch)
+    auto = autotune.auto_spec(args)
+    heldout = None if args.no_heldout else autotune.heldout_split(args)
+    for info in infos:  # a bad tuning request fails before anything is written
+        if auto is not None:
+            check_auto(info, spec, _mask_spec(args), auto)
     denoiser = _load_denoiser(args, device)
-    spec = MethodSpec(args.method, params, denoiser, args.nfe, args.samples, args.seed, device, args.batch)
+    spec = replace(spec, denoiser=denoiser)
     many = args.input.is_dir()
     todo = [(f, output_path(f, args.out, many)) for f in files]
     if args.resume:
@@ -155,10 +190,12 @@ def main(argv: list[str]) -> int:
     total = sum(
         len(_slices(args.slices, i.shape[0]) or range(i.shape[0])) for i in infos if i.path in dict(todo)
     )
+    reports = {}
     with tqdm(total=total, desc=f"recon {args.method}", unit="slice", disable=None) as bar:
         for f, o in todo:
-            _run_one(args, f, o, spec, denoiser, bar)
-    print(json.dumps({"written": [str(o) for _, o in todo], "skipped": len(files) - len(todo)}))
+            reports[str(o)] = _run_one(args, f, o, spec, denoiser, bar, auto)
+    summary = {"written": [str(o) for _, o in todo], "skipped": len(files) - len(todo)}
+    print(json.dumps({**summary, "files": reports} if heldout or auto else summary))
     return 0
 
 

@@ -1,0 +1,54 @@
+"""Helpers shared by the held-out k-space benchmarks (``heldout_rank.py``, ``auto_vs_fixed.py``)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from benchmarks.harness import center_fraction
+from mrdiff.errors import InputError
+from mrdiff.io import VolumeInfo, center_crop, list_volumes, open_volume, read_slice
+from mrdiff.metrics import volume_metrics
+from mrdiff.pipeline import MaskSpec, central_slices
+
+
+def val_volume(path) -> VolumeInfo:
+    """The first volume under ``path``; refuses the `test` split (these scripts choose parameters)."""
+    info = open_volume(list_volumes(path)[0])
+    if info.attrs.get("split") == "test" or "test" in str(path).split("/"):
+        raise InputError(f"{path}: tuning benchmarks run on `val`, never on `test`")
+    if info.target_key is None:
+        raise InputError(f"{info.path}: no ground truth; these benchmarks compare with it")
+    return info
+
+
+def mask_spec(kind: str, accel: float) -> MaskSpec:
+    """The benchmark's mask for ``kind`` at ``accel`` (fastMRI centre fractions, as `mrdiff bench`)."""
+    return MaskSpec(kind, float(accel), center_fraction(kind, accel))
+
+
+def eval_slices(info: VolumeInfo, count: int) -> list[int]:
+    """``count`` consecutive central slices."""
+    return central_slices(list(range(info.shape[0])), count)
+
+
+def targets(info: VolumeInfo, slices: list[int]) -> np.ndarray:
+    """Ground-truth magnitudes ``(S, h, w)`` of ``slices``."""
+    return np.stack([center_crop(read_slice(info, s).target.numpy(), info.recon_size) for s in slices])
+
+
+def psnr(target: np.ndarray, recon: np.ndarray) -> float:
+    """fastMRI volume PSNR over the given slices."""
+    return volume_metrics(target, recon)["PSNR"]
+
+
+def slice_nmse(target: np.ndarray, recon: np.ndarray) -> np.ndarray:
+    """Per-slice NMSE ``||t - r||^2 / ||t||^2`` ``(S,)``."""
+    t, r = target.reshape(len(target), -1), recon.reshape(len(recon), -1)
+    return ((t - r) ** 2).sum(1) / (t**2).sum(1)
+
+
+def spearman(a, b) -> float:
+    """Spearman rank correlation (average ranks for ties)."""
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(np.asarray(a), np.asarray(b)).statistic)

@@ -1,0 +1,85 @@
+"""`--auto` options shared by `mrdiff recon` and `mrdiff bench`: held-out k-space cross-validation."""
+
+from __future__ import annotations
+
+import argparse
+
+from mrdiff.errors import InputError
+from mrdiff.pipeline import AutoSpec
+from mrdiff.tuning import Split, TuneResult
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add ``--auto``, ``--tune`` and the search options to a verb's parser."""
+    g = p.add_argument_group("automatic parameters (held-out k-space cross-validation, no ground truth)")
+    g.add_argument(
+        "--auto",
+        action="store_true",
+        help="choose the method's tunable parameters per volume by held-out k-space cross-validation",
+    )
+    g.add_argument(
+        "--tune",
+        action="append",
+        metavar="NAME[=LO:HI]",
+        help="tune only NAME (optionally over LO..HI instead of the method's range); implies --auto",
+    )
+    g.add_argument("--auto-slices", type=int, default=3, help="central slices tuned together (default 3)")
+    g.add_argument("--auto-folds", type=int, default=3, help="disjoint held-out folds (default 3)")
+    g.add_argument("--auto-points", type=int, default=7, help="grid points per parameter (default 7)")
+    g.add_argument(
+        "--auto-refine", type=int, default=0, help="golden-section steps after the grid (default 0)"
+    )
+    g.add_argument(
+        "--holdout-fraction",
+        type=float,
+        default=0.1,
+        help="fraction of the measured lines/points outside the centre held out per fold (default 0.1)",
+    )
+
+
+def _range(item: str) -> tuple[str, tuple[float, float] | None]:
+    name, sep, text = item.partition("=")
+    if not sep:
+        return name.strip(), None
+    lo, colon, hi = text.partition(":")
+    try:
+        if not colon:
+            raise ValueError
+        return name.strip(), (float(lo), float(hi))
+    except ValueError:
+        raise InputError(f"--tune expects NAME or NAME=LO:HI, got '{item}'") from None
+
+
+def heldout_split(args: argparse.Namespace) -> Split:
+    """The held-out split the options ask for."""
+    if not 0 < args.holdout_fraction < 1:
+        raise InputError(f"--holdout-fraction must be in (0, 1), got {args.holdout_fraction}")
+    return Split(args.holdout_fraction, max(1, args.auto_folds), 0)
+
+
+def auto_spec(args: argparse.Namespace) -> AutoSpec | None:
+    """The tuning request of the options, or None without ``--auto`` / ``--tune``."""
+    if not (args.auto or args.tune):
+        return None
+    if args.auto_slices < 1 or args.auto_folds < 1 or args.auto_points < 2 or args.auto_refine < 0:
+        raise InputError(
+            "--auto-slices and --auto-folds must be >= 1, --auto-points >= 2, --auto-refine >= 0"
+        )
+    request = dict(_range(t) for t in args.tune) if args.tune else None
+    return AutoSpec(request, heldout_split(args), args.auto_slices, args.auto_points, args.auto_refine)
+
+
+def summary(result: TuneResult, auto: AutoSpec, slices: list[int]) -> dict:
+    """What `--auto` chose and what it cost, as plain values (stdout JSON and file attributes)."""
+    return {
+        "chosen": result.chosen,
+        "cv_error": round(result.error, 6),
+        "default_cv_error": round(result.base_error, 6),
+        "trials": result.trials,
+        "seconds": round(result.seconds, 2),
+        "slices": slices,
+        "folds": auto.split.folds,
+        "holdout_fraction": auto.split.fraction,
+        "points": auto.points,
+        "refine": auto.refine,
+    }

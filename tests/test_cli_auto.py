@@ -1,0 +1,97 @@
+"""`mrdiff recon --auto` / held-out error end to end on tiny mock files, and bad tuning requests."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from recon.cli import main
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_recon_auto_writes_chosen_params_and_heldout_error(capsys, tmp_path, multicoil_h5):
+    out = tmp_path / "auto.h5"
+    argv = ["recon", multicoil_h5, "--method", "sense", "--out", out, "--accel", "2"]
+    code, stdout, err = run(capsys, *argv, "--center-fraction", "0.125", "--auto", "--auto-folds", "2")
+    assert code == 0, err
+    report = json.loads(stdout.strip().splitlines()[-1])["files"][str(out)]
+    chosen = report["auto"]["chosen"]
+    assert set(chosen) == {"iters"} and 1 <= chosen["iters"] <= 30
+    assert report["auto"]["trials"] >= 2 * 7 // 2 and report["auto"]["seconds"] >= 0
+    assert 0 < report["heldout_error"] < 1.5
+    with h5py.File(out) as f:
+        assert json.loads(f.attrs["params"])["iters"] == chosen["iters"]
+        assert json.loads(f.attrs["auto"])["chosen"] == chosen
+        assert f["heldout_error"].shape == (2,) and np.isfinite(f["heldout_error"][()]).all()
+        assert float(f.attrs["heldout_error"]) == pytest.approx(report["heldout_error"], rel=1e-4)
+
+
+FLAGS = ["--accel", "2", "--center-fraction", "0.125", "--holdout-fraction", "0.3"]
+
+
+def test_heldout_error_ranks_zero_filled_last(capsys, tmp_path, multicoil_h5):
+    errs = {}
+    for method in ("zf", "cs-l1"):
+        out = tmp_path / f"{method}.h5"
+        code, stdout, err = run(capsys, "recon", multicoil_h5, "--method", method, "--out", out, *FLAGS)
+        assert code == 0, err
+        errs[method] = json.loads(stdout.strip().splitlines()[-1])["files"][str(out)]["heldout_error"]
+    assert errs["zf"] > 0.8 and errs["cs-l1"] < 0.85 * errs["zf"], errs
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--tune", "foo"], "cannot tune foo"),
+        (["--tune", "iters=5:5"], "empty or invalid range"),
+        (["--tune", "iters=5"], "NAME=LO:HI"),
+        (["--auto", "--method", "zf"], "no tunable"),
+        (["--auto", "--auto-points", "1"], "--auto-points"),
+    ],
+)
+def test_bad_tuning_requests(capsys, tmp_path, multicoil_h5, extra, message):
+    out = tmp_path / "bad.h5"
+    argv = ["recon", multicoil_h5, "--method", "sense", "--out", out, *extra]
+    if "zf" in extra:
+        argv = ["recon", multicoil_h5, "--out", out, *extra]
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() and not list(tmp_path.glob("*.partial"))
+
+
+def test_auto_with_nothing_to_hold_out(capsys, tmp_path, make_h5):
+    mask = np.zeros(32, bool)
+    mask[12:20] = True  # only the fully sampled centre: nothing can be held out
+    path = make_h5("centre_only.h5", layout="multicoil", mask_1d=mask)
+    out = tmp_path / "o" / "r.h5"
+    code, _, err = run(capsys, "recon", path, "--method", "sense", "--out", out, "--auto")
+    assert code == 2 and "nothing to hold out" in err and not out.exists()
+    code, stdout, err = run(
+        capsys, "recon", path, "--method", "sense", "--out", out
+    )  # plain recon still runs
+    assert code == 0, err
+    assert json.loads(stdout.strip().splitlines()[-1])["files"][str(out)]["heldout_error"] is None
+
+
+def test_bench_auto_rows_record_their_choice(capsys, tmp_path, make_h5):
+    data = tmp_path / "val"
+    data.mkdir()
+    make_h5("val/v0.h5", layout="prepared", slices=2, coils=4)
+    out = tmp_path / "bench"
+    argv = ["bench", "--data", data, "--methods", "sense", "--masks", "random", "--accels", "2", "--out", out]
+    code, stdout, err = run(capsys, *argv, "--auto", "--auto-folds", "1", "--auto-points", "3")
+    assert code == 0, err
+    record = json.loads((out / "cells" / "sense+auto__random__2x__s0.json").read_text())
+    row = record["volumes"][0]
+    assert set(row["auto"]["chosen"]) == {"iters"} and row["auto"]["trials"] >= 3
+    assert record["method"]["auto"]["folds"] == 1
+    code, stdout, _ = run(capsys, *argv, "--auto", "--auto-folds", "1", "--auto-points", "3")
+    assert code == 0 and json.loads(stdout)["skipped"] == 1  # same settings: reused
+    code, _, err = run(capsys, *argv, "--tune", "lamda")
+    assert code == 2 and "cannot tune lamda" in err

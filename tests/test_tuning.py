@@ -1,0 +1,178 @@
+"""Held-out k-space cross-validation (mrdiff.tuning): the split, and a closed-form tuning problem."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mrdiff.errors import InputError
+from mrdiff.masks import make_mask
+from mrdiff.noise import complex_randn, make_generator
+from mrdiff.operators import CartesianOperator, conjugate_gradient
+from mrdiff.tuning import (
+    Split,
+    centre_region,
+    check_tunable,
+    fit_operator,
+    golden_section,
+    grid,
+    heldout_error,
+    holdout_sets,
+    tune,
+)
+from tests.conftest import coil_maps
+
+SHAPE = (32, 32)
+
+
+@pytest.mark.parametrize("kind", ["random", "poisson"])
+def test_split_deterministic_disjoint_and_outside_centre(kind):
+    mask = make_mask(kind, SHAPE, 3, 0.125, "file.h5")
+    split = Split(fraction=0.15, folds=3, seed=4)
+    sets = holdout_sets(mask, SHAPE, split)
+    again = holdout_sets(mask, SHAPE, split)
+    assert len(sets) == 3 and all(torch.equal(a, b) for a, b in zip(sets, again))
+    centre = centre_region(mask, SHAPE)
+    assert centre.any()
+    m2 = torch.broadcast_to(mask, SHAPE)
+    total = torch.zeros(SHAPE, dtype=torch.int64)
+    for held in sets:
+        assert held.shape == mask.shape and held.dtype == torch.bool and held.any()
+        h2 = torch.broadcast_to(held, SHAPE)
+        assert not (h2 & ~m2).any(), "held-out samples must be measured samples"
+        assert not (h2 & centre).any(), "the centre is never held out"
+        total += h2.long()
+    assert int(total.max()) == 1, "folds are disjoint"
+    other = holdout_sets(mask, SHAPE, Split(fraction=0.15, folds=3, seed=5))
+    assert not all(torch.equal(a, b) for a, b in zip(sets, other))
+
+
+def test_line_masks_hold_out_whole_lines():
+    mask1d = make_mask("random", SHAPE, 2, 0.125, "f.h5")
+    mask2d = torch.broadcast_to(mask1d, SHAPE).clone()  # a line mask stored as (H, W), like real files
+    for mask in (mask1d, mask2d, mask1d[None], mask1d[None, None, None]):
+        for held in holdout_sets(mask, SHAPE, Split(0.2, 2, 0)):
+            assert held.shape == mask.shape
+            h2 = torch.broadcast_to(held.reshape(held.shape[-2:] if held.ndim > 1 else held.shape), SHAPE)
+            assert bool((h2 == h2[:1]).all()), "every held-out column is held out entirely"
+
+
+def test_nothing_to_hold_out():
+    centre_only = torch.zeros(32, dtype=torch.bool)
+    centre_only[12:20] = True
+    with pytest.raises(InputError, match="nothing to hold out"):
+        holdout_sets(centre_only, SHAPE, Split())
+    with pytest.raises(InputError, match="nothing to hold out"):
+        holdout_sets(torch.ones(SHAPE, dtype=torch.bool), SHAPE, Split())
+
+
+def test_fit_operator_is_new_and_smaller():
+    mask = make_mask("random", SHAPE, 2, 0.125, "f.h5")
+    op = CartesianOperator(mask)
+    held = holdout_sets(mask, SHAPE, Split(0.2, 1, 0))[0]
+    fit = fit_operator(op, held)
+    assert fit is not op and torch.equal(op.mask, mask)
+    assert torch.equal(fit.mask, mask & ~held)
+
+
+def test_check_tunable_rejects_bad_requests():
+    declared = {"lamda": (1e-4, 1e-1, "log"), "iters": (1, 30, "int")}
+    assert check_tunable(declared, None) == declared
+    assert check_tunable(declared, {"lamda": (1e-3, 1e-2)}) == {"lamda": (1e-3, 1e-2, "log")}
+    with pytest.raises(InputError, match="cannot tune foo"):
+        check_tunable(declared, {"foo": None}, "cs-l1")
+    for bad in [(1e-2, 1e-2), (1e-1, 1e-3), (0.0, 1.0), (float("nan"), 1.0)]:
+        with pytest.raises(InputError, match="empty or invalid range"):
+            check_tunable(declared, {"lamda": bad})
+    with pytest.raises(InputError, match="no tunable"):
+        check_tunable({}, None, "zf")
+
+
+def test_grid_and_golden_section():
+    assert grid(1e-4, 1e-1, "log", 4) == [1e-4, 1e-3, 1e-2, 1e-1]
+    assert grid(1, 30, "int", 7) == sorted(set(grid(1, 30, "int", 7)))
+    assert grid(0.5, 1.0, "linear", 3) == [0.5, 0.75, 1.0]
+    assert abs(golden_section(lambda u: (u - 0.3) ** 2, 0.0, 1.0, 30) - 0.3) < 1e-4
+
+
+def _tikhonov_problem(signal_var: float, noise_var: float, B: int = 4):
+    """Multi-coil k-space of an i.i.d. complex Gaussian image: Tikhonov is then the posterior mean, so
+    the held-out prediction error is smallest at ``lamda = noise_var / signal_var`` (Wiener)."""
+    g = make_generator(11)
+    H, W = SHAPE
+    maps = torch.from_numpy(coil_maps(4, H, W))[None].expand(B, -1, -1, -1).clone()
+    mask = make_mask("poisson", SHAPE, 2, 0.125, "tikhonov.h5")
+    op = CartesianOperator(mask, maps)
+    x = math.sqrt(signal_var) * complex_randn((B, H, W), g)
+    y = op.A(x) + math.sqrt(noise_var) * complex_randn((B, 4, H, W), g) * mask
+    return y, op
+
+
+def _tikhonov(y, op, params):
+    """``argmin ||A x - y||^2 + lamda ||x||^2`` by CG (exact to the tolerance)."""
+    return conjugate_gradient(op.normal, op.AH(y), iters=200, tol=1e-7, damping=params["lamda"])
+
+
+def test_tune_finds_the_wiener_lambda():
+    y, op = _tikhonov_problem(signal_var=1.0, noise_var=0.2)
+    calls = []
+
+    def run(yf, fit, params):
+        calls.append(params["lamda"])
+        return _tikhonov(yf, fit, params)
+
+    res = tune(run, y, op, {"lamda": (1e-3, 10.0, "log")}, Split(0.2, 3, 0), {"lamda": 1e-3}, 9, refine=6)
+    assert abs(math.log10(res.chosen["lamda"] / 0.2)) < 0.15, res.table  # measured: 0.186
+    assert res.error <= res.base_error and res.trials == len(calls) and res.params == res.chosen
+    assert res.error < min(t["error"] for t in res.table if t["params"]["lamda"] in (1e-3, 10.0))
+
+
+def test_heldout_error_is_zero_for_the_truth_and_one_for_zero():
+    g = make_generator(0)
+    mask = make_mask("random", SHAPE, 2, 0.125, "f.h5")
+    op = CartesianOperator(mask)
+    x = complex_randn((2, *SHAPE), g)
+    held = holdout_sets(mask, SHAPE, Split(0.2, 1, 0))[0]
+    assert torch.allclose(heldout_error(x, op.A(x), op, held), torch.zeros(2), atol=1e-10)
+    assert torch.allclose(heldout_error(torch.zeros_like(x), op.A(x), op, held), torch.ones(2))
+
+
+def test_every_declared_range_runs_through_one_tune():
+    """One ``tune`` drives every method (classical and diffusion) over its declared ranges."""
+    from mrdiff.baselines import BASELINES, TUNABLE
+    from mrdiff.consistency import REGISTRY
+    from mrdiff.reconstruct import reconstruct
+    from tests.test_consistency import _gens, _problem
+
+    prior, op, y, _ = _problem(coils=True)
+    split = Split(0.3, 1, 0)
+    for name, cls in REGISTRY.items():
+        tunable = check_tunable(cls.tunable, None, name)
+
+        def run(yf, fit, params, name=name):
+            return reconstruct(
+                yf, fit, name, prior, nfe=4, generators=_gens(2), params=params, init=fit.AH(yf)
+            ).mean
+
+        res = tune(run, y, op, tunable, split, dict(cls.defaults), points=2)
+        assert set(res.chosen) == set(cls.tunable) and math.isfinite(res.error), name
+    for name, declared in TUNABLE.items():
+        run = lambda yf, fit, params, name=name: BASELINES[name](yf, fit, **params)  # noqa: E731
+        res = tune(run, y, op, check_tunable(declared, None, name), split, {}, points=2)
+        assert set(res.chosen) == set(declared) and math.isnan(res.base_error), name
+
+
+def test_no_skill_keeps_the_start_value():
+    """Candidates that predict held-out k-space worse than zero (error >= 1) do not replace the start."""
+    y, op = _tikhonov_problem(signal_var=1.0, noise_var=0.2)
+
+    def run(yf, fit, params):  # a method with no skill: its output ignores the data's structure
+        return params["gain"] * complex_randn((y.shape[0], *SHAPE), make_generator(1))
+
+    res = tune(run, y, op, {"gain": (0.1, 10.0, "log")}, Split(0.2, 2, 0), {"gain": 5.0}, 5)
+    assert res.chosen == {"gain": 5.0} and min(t["error"] for t in res.table) >= 1
+    assert tune(
+        run, y, op, {"gain": (0.1, 10.0, "log")}, Split(0.2, 2, 0), {"gain": 5.0}, 5, max_error=2.0
+    ).chosen["gain"] == pytest.approx(0.1)
