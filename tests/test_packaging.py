@@ -23,6 +23,9 @@ TOP_LEVEL = {"mrdiff", "recon", "data_prep", "benchmarks"}
 SHIPPED = {
     "mrdiff/weights/brain128-cpu.pt",
     "mrdiff/weights/brain128-cpu.sha256",
+    "mrdiff/weights/brain-patch.pt",
+    "mrdiff/weights/brain-patch.sha256",
+    "recon/presets/brain-patch-cpu.yaml",
     "mrdiff/weights/unet-brain128.pt",
     "mrdiff/weights/varnet-brain128.pt",
     "recon/presets/brain128-cpu.yaml",

@@ -11,8 +11,9 @@ import torch
 from mrdiff.config import from_dict, to_dict
 from mrdiff.errors import InputError
 from mrdiff.noise import complex_randn, make_generator
-from mrdiff.priors import build_denoiser, default_prior_path, load_prior
+from mrdiff.priors import DEFAULT_PRIOR, build_denoiser, default_prior_path, load_prior
 from mrdiff.priors.checkpoint import export_prior, save_checkpoint, sha256_file
+from mrdiff.sampling import denoise
 from mrdiff.training import init_state, restore
 
 SMALL = {
@@ -116,25 +117,26 @@ def test_resume_with_other_resolution_or_channels_is_refused(tmp_path):
             restore(init_state(other, torch.device("cpu")), tmp_path / "last.pt", other)
 
 
-def test_shipped_prior_loads_without_network():
-    path = default_prior_path()
-    d = load_prior(None)
-    expected = (path.parent / "brain128-cpu.sha256").read_text().split()[0]
+@pytest.mark.parametrize("name", ["brain-patch", "brain128-cpu"])
+def test_shipped_priors_load_without_network(name):
+    path = default_prior_path().with_name(f"{name}.pt")
+    d = load_prior(None) if name == DEFAULT_PRIOR else load_prior(path)
+    expected = (path.parent / f"{name}.sha256").read_text().split()[0]
     assert d.sha256 == expected == sha256_file(path)
-    assert path.stat().st_size < 50e6 and d.resolution == 128  # "tens of MB" at most in the repository
-    x = complex_randn((1, 128, 128), make_generator(3))
-    assert torch.isfinite(torch.view_as_real(d(x, 1.0))).all()
+    assert path.stat().st_size < 20e6  # fp16 storage, at most 20 MB a prior
+    x = complex_randn((1, 96, 80), make_generator(3))  # any size
+    assert torch.isfinite(torch.view_as_real(denoise(d, x, 1.0, generators=[make_generator(4)]))).all()
 
 
 def test_preset_describes_the_shipped_prior():
-    """`mrdiff train --config brain128-cpu --init mrdiff/weights/brain128-cpu.pt` (the README's fine-tuning
-    example) needs the preset's model to be the shipped one."""
+    """`mrdiff train --config brain-patch-cpu --init mrdiff/weights/brain-patch.pt` (the README's
+    fine-tuning example) needs each preset's model to be its shipped prior's."""
     from mrdiff.priors.checkpoint import check_compatible
     from recon.verbs.train import resolve_config
 
-    check_compatible(
-        load_prior(None).config, to_dict(resolve_config("brain128-cpu", [])), default_prior_path()
-    )
+    for name, preset in [("brain-patch", "brain-patch-cpu"), ("brain128-cpu", "brain128-cpu")]:
+        path = default_prior_path().with_name(f"{name}.pt")
+        check_compatible(load_prior(path).config, to_dict(resolve_config(preset, [])), path)
 
 
 def test_sample_verb_writes_grid_and_memorisation_report(tmp_path):

@@ -1,6 +1,6 @@
 """Diffusion priors: the U-Net denoiser with EDM preconditioning and its loader (contract 2).
 
-``load_prior(None)`` loads the shipped ``mrdiff/weights/brain128-cpu.pt`` (package data), without any
+``load_prior(None)`` loads the shipped default ``mrdiff/weights/brain-patch.pt`` (package data), without any
 network access; ``load_prior(path)`` loads a shipped prior or a training checkpoint (its EMA weights).
 """
 
@@ -17,11 +17,11 @@ from mrdiff.priors.patch import PatchDenoiser
 from mrdiff.priors.precond import Denoiser, EDMPrecond
 from mrdiff.resources import package_path
 
-DEFAULT_PRIOR = "brain128-cpu"
+DEFAULT_PRIOR = "brain-patch"  # chosen on val over brain128-cpu (mrdiff/weights/brain-patch.md)
 
 
 def default_prior_path() -> Path:
-    """Path of the shipped default prior (``mrdiff/weights/brain128-cpu.pt``, package data found with
+    """Path of the shipped default prior (``mrdiff/weights/brain-patch.pt``, package data found with
     :mod:`importlib.resources`, so it works from a checkout and from an installed wheel)."""
     return package_path("mrdiff", "weights", f"{DEFAULT_PRIOR}.pt")
 
@@ -60,4 +60,12 @@ def load_prior(path: str | Path | None = None, device: str | torch.device = "cpu
     return denoiser.to(device)
 
 
-__all__ = ["Denoiser", "EDMPrecond", "PatchDenoiser", "build_denoiser", "default_prior_path", "load_prior"]
+__all__ = [
+    "DEFAULT_PRIOR",
+    "Denoiser",
+    "EDMPrecond",
+    "PatchDenoiser",
+    "build_denoiser",
+    "default_prior_path",
+    "load_prior",
+]
