@@ -20,16 +20,7 @@ from tests.test_train import TINY, write_volumes
 
 PATCH = {
     "name": "tiny-patch",
-    "model": {
-        "family": "patch",
-        "patch_size": 16,
-        "channels": [8, 16],
-        "res_blocks": [0, 1],
-        "attention_levels": [1],
-        "head_channels": 8,
-        "emb_channels": 16,
-        "groups": 4,
-    },
+    "model": {**TINY["model"], "family": "patch", "patch_size": 16, "res_blocks": [0, 1]},
     "data": {"resolution": 32, "patch_sizes": [8, 16], "patch_margin": 4, "patches_per_image": 2},
     "train": {**TINY["train"], "batch_size": 4},
 }
