@@ -5,6 +5,8 @@
 #
 #   OUT=/tmp/out bash benchmarks/gpu_session.sh            # on the GPU machine
 #   TINY=1 OUT=/tmp/out bash benchmarks/gpu_session.sh     # a few CPU steps of everything, to test it here
+#   PATCH_INIT=mrdiff/weights/brain-patch.pt IMAGE=0 TRAIN_MIN=6 OUT=... bash benchmarks/gpu_session.sh
+#       continues the shipped patch prior (the training campaign of issue 14) and skips the whole-image run
 #
 # The GPU machine has its own torch; the few pure-Python packages it lacks travel as wheels in .whl/
 # (fastmri, sigpy, PyWavelets, runstats, nibabel, and pandas/requests with their dependencies for
@@ -68,9 +70,11 @@ sha = export_prior(state, os.path.join(os.environ["OUT"], f"{name}.pt"), meta=me
 print(f"exported {name}: step {state['step']}, {state['elapsed_s']:.0f} s, sha256 {sha}")
 EOF
 }
+INIT_ARGS=()
+[ -n "${PATCH_INIT:-}" ] && INIT_ARGS=(--init "$PATCH_INIT")
 train_prior patch brain-patch-cpu /tmp/brain-images-256 --set train.batch_size=96 --set train.lr=6e-4 \
-  --set train.workers=14 --set train.val_every=500 --set train.val_images=16 --set train.threads=0
-train_prior image brain128-cpu /tmp/brain-images-128 --set train.batch_size=64 --set train.lr=6e-4 \
+  --set train.workers=14 --set train.val_every=500 --set train.val_images=16 --set train.threads=0 "${INIT_ARGS[@]}"
+[ "${IMAGE:-1}" = 1 ] && train_prior image brain128-cpu /tmp/brain-images-128 --set train.batch_size=64 --set train.lr=6e-4 \
   --set train.workers=14 --set train.val_every=500 --set train.val_images=16 --set train.threads=0 \
   --set train.precision=bf16 --set train.max_steps=1000000
 
