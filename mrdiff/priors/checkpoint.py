@@ -63,8 +63,9 @@ def check_compatible(
 ) -> None:
     """Raise InputError if the stored model/resolution differs from ``wanted`` (both config dicts).
 
-    Compares every ``model.*`` key and ``data.resolution``, after filling keys the stored config
-    predates with their defaults; names the first differences. With ``grow``, a larger
+    Compares every ``model.*`` key and (whole-image priors only; a patch prior is resolution-free)
+    ``data.resolution``, after filling keys the stored config predates with their defaults; names the
+    first differences. With ``grow``, a larger
     ``model.mid_blocks`` than stored is accepted (see :func:`grown_weights`).
     """
     stored = to_dict(from_dict(stored))
@@ -74,7 +75,8 @@ def check_compatible(
             continue
         if stored["model"].get(key) != value:
             diffs.append(f"model.{key}: checkpoint {stored['model'].get(key)!r}, requested {value!r}")
-    if stored["data"]["resolution"] != wanted["data"]["resolution"]:
+    patch = stored["model"].get("family") == "patch"  # a patch prior is resolution-free
+    if not patch and stored["data"]["resolution"] != wanted["data"]["resolution"]:
         res_s, res_w = stored["data"]["resolution"], wanted["data"]["resolution"]
         diffs.append(f"data.resolution: checkpoint {res_s}, requested {res_w}")
     if diffs:
