@@ -190,3 +190,14 @@ def test_an_old_fp32_prior_without_family_keys_still_loads(tmp_path: Path):
     export_prior({"config": config, "step": 1, "ema": d.model.state_dict()}, tmp_path / "old.pt")
     prior = load_prior(tmp_path / "old.pt")
     assert not isinstance(prior, PatchDenoiser) and prior.config["model"]["family"] == "image"
+
+
+def test_patch_prior_fine_tunes_at_another_resolution(tmp_path):
+    """A patch prior is resolution-free: --init from a prior trained on 32^2 images works at 16^2 (a
+    whole-image prior is refused, its resolution is part of the model)."""
+    from mrdiff.priors.checkpoint import check_compatible
+
+    patch, whole = to_dict(from_dict(PATCH)), to_dict(from_dict(TINY))
+    check_compatible(patch, {**patch, "data": {**patch["data"], "resolution": 16}}, "p.pt")
+    with pytest.raises(InputError, match="resolution"):
+        check_compatible(whole, {**whole, "data": {**whole["data"], "resolution": 16}}, "w.pt")
