@@ -10,7 +10,8 @@
 # publish:   copy tables, figures and cell JSONs (not the reconstructions) into the repository
 # commit:    git-commit the published results and the params file (only those paths)
 # Every stage resumes: rerunning skips finished cells. Environment: DATA, RUN, SLICES, MRDIFF, PRIOR
-# (a prior checkpoint; default: the shipped mrdiff/weights/brain128-cpu.pt).
+# (a prior checkpoint; default: the shipped default prior, mrdiff/weights/brain-patch.pt since 2026-11-30;
+# the published open-brain-128 table used PRIOR=mrdiff/weights/brain128-cpu.pt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-data/open-brain-128}
