@@ -174,6 +174,10 @@ def write_reconstruction(
         attrs: plain values (dicts and lists are stored as JSON strings).
         extras: optional further datasets (e.g. ``std`` ``(S, h, w)``, ``residual`` ``(S,)``).
     """
+    if Path(path).is_file() and _holds_kspace(path):
+        raise InputError(
+            f"refusing to overwrite {path}: it holds k-space (an input file, not a reconstruction)"
+        )
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             f.create_dataset("reconstruction", data=np.asarray(reconstruction, np.float32))
@@ -181,6 +185,15 @@ def write_reconstruction(
                 f.create_dataset(name, data=np.asarray(data))
             for k, v in attrs.items():
                 f.attrs[k] = json.dumps(v) if isinstance(v, (dict, list, tuple)) else ("" if v is None else v)
+
+
+def _holds_kspace(path: str | Path) -> bool:
+    """True if ``path`` is an HDF5 file with a ``kspace`` dataset (raw data that must never be replaced)."""
+    try:
+        with h5py.File(path, "r") as f:
+            return "kspace" in f
+    except OSError:
+        return False
 
 
 def read_reconstruction(path: str | Path) -> np.ndarray:

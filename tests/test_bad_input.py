@@ -127,3 +127,25 @@ def test_failure_midway_leaves_no_partial_file(make_h5, tmp_path, capsys):
     assert main(["recon", str(path), "--method", "zf", "--out", str(out)]) == 2
     assert "slice 1" in capsys.readouterr().err
     assert not out.exists() and list(tmp_path.glob(".*partial")) == []
+
+
+@pytest.mark.parametrize("as_dir", [False, True], ids=["file", "directory"])
+def test_recon_never_overwrites_its_input(as_dir, multicoil_h5, tmp_path, capsys):
+    """`mrdiff recon F --out F` (or a directory onto itself) must refuse, exit 2, and leave F unchanged."""
+    before = _fingerprint(multicoil_h5)
+    target = multicoil_h5.parent if as_dir else multicoil_h5
+    code = main(
+        ["recon", str(target), "--method", "zf", "--accel", "4", "--out", str(target), "--no-heldout"]
+    )
+    assert code == 2 and "input" in capsys.readouterr().err
+    assert _fingerprint(multicoil_h5) == before
+
+
+def test_write_reconstruction_refuses_to_replace_kspace(multicoil_h5):
+    from mrdiff.errors import InputError
+    from mrdiff.io import write_reconstruction
+
+    before = _fingerprint(multicoil_h5)
+    with pytest.raises(InputError, match="k-space"):
+        write_reconstruction(multicoil_h5, np.zeros((1, 4, 4), np.float32), {})
+    assert _fingerprint(multicoil_h5) == before

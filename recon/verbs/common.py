@@ -40,3 +40,14 @@ def output_path(inp: Path, out: Path, many: bool) -> Path:
     if not many and out.suffix in (".h5", ".hdf5"):
         return out
     return out / inp.name
+
+
+def check_outputs_spare_inputs(pairs: list[tuple[Path, Path]]) -> None:
+    """InputError (before anything is written) if an output path is one of the input files: ``mrdiff
+    recon F --out F`` must never replace a user's k-space with a reconstruction."""
+    inputs = {p.resolve() for p, _ in pairs}
+    for _, out in pairs:
+        if out.resolve() in inputs:
+            raise InputError(
+                f"--out {out} is an input file; choose another output (inputs are never overwritten)"
+            )

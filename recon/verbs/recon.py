@@ -28,7 +28,7 @@ from mrdiff.pipeline import (
     tuning_slices,
 )
 from recon.verbs import SUMMARIES, autotune
-from recon.verbs.common import method_params, output_path, parse_sets, pick_device
+from recon.verbs.common import check_outputs_spare_inputs, method_params, output_path, parse_sets, pick_device
 
 HELP = SUMMARIES["recon"]
 
@@ -185,6 +185,7 @@ def main(argv: list[str]) -> int:
     spec = replace(spec, denoiser=denoiser)
     many = args.input.is_dir()
     todo = [(f, output_path(f, args.out, many)) for f in files]
+    check_outputs_spare_inputs(todo)
     if args.resume:
         todo = [(f, o) for f, o in todo if not o.exists()]
     total = sum(
