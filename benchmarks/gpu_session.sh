@@ -12,6 +12,13 @@
 # (fastmri, sigpy, PyWavelets, runstats, nibabel, and pandas/requests with their dependencies for
 # fastmri.data), and the training images are built there by
 # `mrdiff prep --images-only` from the raw Colin27 / MNI152 volumes carried in .carry/shared-data.
+# Both folders are git-ignored; a new session rebuilds them before the call (and names both in `carry`):
+#   echo /.carry/ >> .git/info/exclude; mkdir -p .carry/shared-data
+#   cp -r ../shared/data/colin27-t1 ../shared/data/mni152-2009a .carry/shared-data/
+#   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .whl \
+#     fastmri==0.3.0 sigpy PyWavelets nibabel pandas requests urllib3 idna certifi charset_normalizer pytz tzdata
+#   python3 -m pip wheel -q --no-deps runstats==2.0.0 -w .whl     # runstats has no wheel on PyPI
 set -u
 : "${OUT:?set OUT to the output folder}"
 mkdir -p "$OUT" /tmp/gpu-session
