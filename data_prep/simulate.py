@@ -155,10 +155,15 @@ def simulate_image(pixels: np.ndarray, cfg: SimulationConfig, generator: torch.G
     cropping. It equals the coil-combined ``image`` of a full simulation up to the coil maps'
     resampling (maps are normalised, so combining undoes them)."""
     fine = to_fine_grid(pixels, (1.0, 1.0), cfg.oversample * cfg.size)
-    x_fine = fine.to(torch.complex64) * torch.polar(
+    return ifft2c(crop_kspace(fft2c(with_smooth_phase(fine, generator)), cfg.size))
+
+
+def with_smooth_phase(fine: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Complex ``(F, F)`` image: magnitude ``fine`` times :func:`smooth_phase` (the first draws of a slice's
+    generator, shared by the full simulation and the images-only one)."""
+    return fine.to(torch.complex64) * torch.polar(
         torch.ones_like(fine), smooth_phase(fine.shape[-1], generator)
     )
-    return ifft2c(crop_kspace(fft2c(x_fine), cfg.size))
 
 
 def simulate_fine(
@@ -179,7 +184,7 @@ def simulate_fine(
     full = fine.shape[-1]
     if fine.shape != (full, full) or full < size:
         raise ValueError(f"fine grid must be square and >= {size}, got {tuple(fine.shape)}")
-    x_fine = fine.to(torch.complex64) * torch.polar(torch.ones_like(fine), smooth_phase(full, generator))
+    x_fine = with_smooth_phase(fine, generator)
     k_clean = crop_kspace(fft2c(birdcage(coils, full) * x_fine), size)
     coil_images = ifft2c(k_clean)
     maps = birdcage(coils, size)

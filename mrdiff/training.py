@@ -38,7 +38,7 @@ from mrdiff.priors.checkpoint import (
     load_weights,
     save_checkpoint,
 )
-from mrdiff.priors.patch import draw_offsets, tiled_denoise
+from mrdiff.priors.patch import PatchDenoiser
 from mrdiff.priors.precond import EDMPrecond
 
 VAL_SIGMAS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
@@ -159,17 +159,12 @@ def train_step(
 
 def whole_image(model: EDMPrecond, cfg: Config, generator: torch.Generator | None = None) -> Callable:
     """``model`` as a real-channel denoiser of whole images ``(B, C, H, W)``: itself for a whole-image
-    prior; tiling for a patch prior, at offset ``patch_size // 2`` or, with ``generator``, at a random
-    offset per call (shared by the batch), always with a zero margin."""
+    prior; for a patch prior, the tiling of :class:`mrdiff.priors.patch.PatchDenoiser` (deterministic
+    without ``generator``; with it, offsets and margin noise drawn from it)."""
     if cfg.model.family != "patch":
         return model
-    tile = cfg.model.patch_size
-
-    def tiled(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        o = (tile // 2,) * 2 if generator is None else tuple(draw_offsets([generator], tile)[0])
-        return tiled_denoise(model, x, s, tile, [o] * x.shape[0])
-
-    return tiled
+    tiler = PatchDenoiser(model, to_dict(cfg))
+    return lambda x, s: tiler.denoise_channels(x, s, None if generator is None else [generator] * x.shape[0])
 
 
 @torch.no_grad()
