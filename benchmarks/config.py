@@ -43,10 +43,11 @@ def read_params(path: Path | None) -> dict:
     return methods
 
 
-def method_config(label: str, table: dict, nfe: int | None = None, samples: int = 1) -> MethodConfig:
+def method_config(label: str, table: dict, nfe: int | None = None, samples: int | None = None) -> MethodConfig:
     """The row ``label``: from the params table, else the registered method with defaults.
 
-    ``nfe`` (when given) overrides the table's NFE of a diffusion method.
+    ``nfe`` (when given) overrides the table's NFE of a diffusion method; ``samples`` (when given) the
+    table's ``samples``, else the method's ``default_samples``.
     """
     entry = dict(table.get(label, {"method": label}))
     name = entry.get("method", label)
@@ -61,7 +62,12 @@ def method_config(label: str, table: dict, nfe: int | None = None, samples: int 
     is_diff = name in diffusion_methods()
     _validate(name, {k: v for k, v in params.items() if k != "init"})
     n = int(nfe if (nfe is not None and is_diff) else entry.get("nfe", 50))
-    return MethodConfig(label, name, params, n if is_diff else 0, samples if is_diff else 1)
+    if not is_diff:
+        return MethodConfig(label, name, params, 0, 1)
+    k = samples if samples is not None else entry.get("samples", diffusion_methods()[name].default_samples)
+    if int(k) < 1:
+        raise InputError(f"method '{label}': samples must be >= 1, got {k}")
+    return MethodConfig(label, name, params, n, int(k))
 
 
 def _validate(name: str, params: dict) -> None:
@@ -73,7 +79,7 @@ def _validate(name: str, params: dict) -> None:
 
 
 def method_configs(
-    labels: list[str], table: dict, nfes: list[int] | None, samples: int = 1
+    labels: list[str], table: dict, nfes: list[int] | None, samples: int | None = None
 ) -> list[MethodConfig]:
     """Rows for ``labels``; a diffusion row appears once per NFE in ``nfes`` (or once at its own NFE)."""
     out = []

@@ -80,6 +80,7 @@ class VolumeResult:
     nfe: int
     mask: torch.Tensor
     heldout_error: np.ndarray | None = None
+    samples: np.ndarray | None = None
 
 
 def _registry(module: str, name: str) -> dict:
@@ -247,7 +248,7 @@ def _run_method(spec: MethodSpec, y, op, generators) -> dict:
         params=params,
         init=init,
     )
-    return {"mean": res.mean, "std": res.std, "nfe": res.nfe}
+    return {"mean": res.mean, "std": res.std, "nfe": res.nfe, "samples": res.samples}
 
 
 def reconstruct_volume(
@@ -258,6 +259,7 @@ def reconstruct_volume(
     progress: Callable[[int], None] | None = None,
     maps_cache: dict | None = None,
     heldout: Split | None = None,
+    keep_samples: bool = False,
 ) -> VolumeResult:
     """Reconstruct the given slices (default: all) of one volume.
 
@@ -268,6 +270,9 @@ def reconstruct_volume(
     record ``||M_ho (A x - y)||^2 / ||M_ho y||^2`` per slice (``heldout_error``; NaN when the mask
     has nothing to hold out). It costs one more reconstruction per slice and needs no ground truth.
 
+    ``keep_samples``: also return the K posterior samples of diffusion methods, centre-cropped complex
+    ``(S, K, h, w)`` (``samples``), e.g. to measure what averaging fewer of them would give.
+
     Slices are batched ``spec.batch`` at a time; each slice draws from its own generator seeded
     with ``(spec.seed, file name, slice)`` so results do not depend on the batching.
     """
@@ -275,7 +280,7 @@ def reconstruct_volume(
     mask = volume_mask(info, mask_spec)
     slices = list(range(info.shape[0])) if slices is None else slices
     sets = _first_fold(mask, info, heldout)
-    outs, zfs, stds, res_all, ho_all, nfe, t0 = [], [], [], [], [], 0, time.perf_counter()
+    outs, zfs, stds, res_all, ho_all, kept, nfe, t0 = [], [], [], [], [], [], 0, time.perf_counter()
     for start in range(0, len(slices), max(1, spec.batch)):
         idx = slices[start : start + max(1, spec.batch)]
         y, op = _batch(info, idx, mask, spec.device, maps_cache)
@@ -288,6 +293,8 @@ def reconstruct_volume(
         zfs.append(center_crop(BASELINES["zf"](y, op).abs(), info.recon_size).float().cpu())
         if out["std"] is not None:
             stds.append(center_crop(out["std"], info.recon_size).float().cpu())
+        if keep_samples and out.get("samples") is not None:
+            kept.append(center_crop(out["samples"], info.recon_size).cpu())
         res_all.append(op.residual(out["mean"].to(y.dtype), y).float().cpu())
         if progress:
             progress(len(idx))
@@ -301,6 +308,7 @@ def reconstruct_volume(
         nfe,
         mask,
         np.concatenate(ho_all) if heldout is not None else None,
+        torch.cat(kept).numpy() if kept else None,
     )
 
 

@@ -39,12 +39,14 @@ class ReconResult:
             K = 1), float ``(B, H, W)``.
         residual: relative data-consistency residual ``||A mean - y|| / ||y||``, float ``(B,)``.
         nfe: denoiser calls per sample.
+        samples: the K posterior samples, complex ``(B, K, H, W)`` (for averaging studies).
     """
 
     mean: torch.Tensor
     std: torch.Tensor
     residual: torch.Tensor
     nfe: int
+    samples: torch.Tensor | None = None
 
 
 def estimate_scale(y: torch.Tensor, op: CartesianOperator, iters: int = SCALE_ITERS) -> torch.Tensor:
@@ -124,4 +126,5 @@ def reconstruct(
     x = x.reshape(B, K, *x.shape[-2:]) * scale[:, None, None, None]
     mean = x.mean(1)
     std = ((x - mean[:, None]).abs() ** 2).sum(1).div(max(K - 1, 1)).sqrt()
-    return ReconResult(mean.to(y.dtype), std.float(), op.residual(mean.to(y.dtype), y).float(), used)
+    mean = mean.to(y.dtype)
+    return ReconResult(mean, std.float(), op.residual(mean, y).float(), used, x.to(y.dtype))

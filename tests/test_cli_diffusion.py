@@ -80,3 +80,30 @@ def test_ccdf_gets_a_baseline_init(fake_prior, tmp_path, multicoil_h5, capsys):
 def test_unknown_diffusion_parameter(fake_prior, tmp_path, multicoil_h5, capsys):
     code, out = _recon(tmp_path, multicoil_h5, "u.h5", "--method", "pocs", "--set", "pocs.nonsense=3")
     assert code == 2 and "nonsense" in capsys.readouterr().err and not out.exists()
+
+
+def test_samples_default_is_the_methods(fake_prior, tmp_path, multicoil_h5, capsys, monkeypatch):
+    """Without --samples, recon averages the method's declared default_samples (and records it)."""
+    from mrdiff.consistency import REGISTRY
+
+    monkeypatch.setattr(REGISTRY["pocs"], "default_samples", 3)
+    code, out = _recon(tmp_path, multicoil_h5, "k.h5", "--method", "pocs", "--no-heldout")
+    assert code == 0, capsys.readouterr().err
+    with h5py.File(out) as f:
+        assert int(f.attrs["samples"]) == 3
+        assert np.all(f["std"][()] >= 0) and np.any(f["std"][()] > 0)  # K > 1: a real spread
+
+
+def test_kept_samples_average_to_the_mean(multicoil_h5):
+    """reconstruct's K samples are what it averages: their mean is the returned mean."""
+    from mrdiff.reconstruct import reconstruct
+    from mrdiff.pipeline import _batch, volume_mask, MaskSpec
+    from mrdiff.io import open_volume
+
+    info = open_volume(multicoil_h5)
+    y, op = _batch(info, [0], volume_mask(info, MaskSpec("random", 4.0, 0.08)), "cpu", None)
+    gens = [torch.Generator().manual_seed(0)]
+    res = reconstruct(y, op, "pocs", ShrinkDenoiser(), nfe=6, samples=4, generators=gens)
+    assert res.samples.shape == (1, 4, *y.shape[-2:])
+    assert torch.allclose(res.samples.mean(1), res.mean, atol=1e-6)
+    assert not torch.allclose(res.samples[:, 0], res.samples[:, 1])  # independent draws

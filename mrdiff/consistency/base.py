@@ -42,6 +42,9 @@ class Consistency:
     # NFE used when the caller gives none: on `val`, 20 NFE matched or beat 50 for DDS/POCS
     # (runs/c_sweep*, benchmarks/recon_speed.py); CCDF's truncated schedule needs only 10.
     default_nfe: int = 20
+    # posterior samples K averaged when the caller gives none (python -m benchmarks.posterior_k on
+    # `val`; benchmarks/results/posterior-k/README.md)
+    default_samples: int = 1
 
     def __init__(self, **params) -> None:
         allowed = {**BASE_DEFAULTS, **self.defaults}

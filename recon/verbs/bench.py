@@ -48,7 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--nfe", default=None, help="comma-separated NFE values for diffusion rows (PSNR-vs-NFE curve)"
     )
-    p.add_argument("--samples", type=int, default=1, help="posterior samples per slice for diffusion rows")
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=None,
+        help="posterior samples averaged per slice for diffusion rows (default: the params file's, else "
+        "the method's default_samples)",
+    )
     p.add_argument("--params", type=Path, default=DEFAULT_PARAMS, help="params file chosen by the val sweep")
     p.add_argument("--prior", default=None, help="diffusion prior checkpoint (default: the shipped weights)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to compute")

@@ -56,7 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="denoiser evaluations per sample (diffusion; default: the method's val-tuned default_nfe)",
     )
     p.add_argument(
-        "--samples", type=int, default=1, help="posterior samples K per slice (mean and std are written)"
+        "--samples",
+        type=int,
+        default=None,
+        help="posterior samples K per slice, averaged; mean and std are written (diffusion; default: the "
+        "method's val-chosen default_samples)",
     )
     p.add_argument("--batch", type=int, default=1, help="slices reconstructed together")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to compute")
@@ -169,6 +173,8 @@ def main(argv: list[str]) -> int:
         raise InputError(f"--accel must be >= 1, got {args.accel}")
     if args.nfe is None:
         args.nfe = getattr(diffusion_methods().get(args.method), "default_nfe", 20)
+    if args.samples is None:
+        args.samples = getattr(diffusion_methods().get(args.method), "default_samples", 1)
     if args.nfe < 1 or args.samples < 1 or args.batch < 1:
         raise InputError("--nfe, --samples and --batch must be >= 1")
     files = list_volumes(args.input)

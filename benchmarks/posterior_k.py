@@ -1,0 +1,123 @@
+"""Posterior averaging: PSNR/SSIM of the mean of K = 1, 2, 4, 8 samples, per method, on `val` (issue 13, item 4).
+
+One reconstruction with ``--kmax`` samples per slice is run per (row, mask, acceleration); the mean of
+its first k samples is scored for every k in ``--ks``. The K samples of a slice are independent draws
+(one generator per slice, drawn in turn), so the mean of the first k of them has the distribution of a
+K = k run's output; this costs one ``kmax`` run instead of runs at K = 1 + 2 + 4 + 8.
+
+A row is a params-file label (``benchmarks/params/open-brain-128.yaml``) or a method name, with
+optional ``name:key=value;key=value`` settings and ``@NFE``, e.g. ``dds:eta=0.85;cg_iters=5@50`` (the
+DDS paper's settings: Chung, Lee & Ye, ICLR 2024).
+
+Usage (val only; quiet machine for the seconds column)::
+
+    python -m benchmarks.posterior_k --rows ccdf,dds,dds:eta=0.85;cg_iters=5@50 --masks random,poisson \
+        --accels 4,8 --slices 6 --json runs/posterior_k.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.config import DEFAULT_PARAMS, method_config, read_params
+from benchmarks.tuning_common import eval_slices, mask_spec, targets, val_volume
+from mrdiff.metrics import volume_metrics
+from mrdiff.overrides import yaml_value
+from mrdiff.pipeline import MethodSpec, reconstruct_volume
+
+
+@dataclass(frozen=True)
+class Row:
+    """A benchmark row: params-file label or method, extra parameters, optional NFE."""
+
+    label: str
+    base: str
+    params: dict
+    nfe: int | None
+
+
+def parse_row(text: str) -> Row:
+    """``name[:k=v;k=v][@NFE]`` -> :class:`Row`."""
+    body, _, nfe = text.partition("@")
+    base, _, settings = body.partition(":")
+    params = {}
+    for item in filter(None, settings.split(";")):
+        key, _, value = item.partition("=")
+        params[key.strip()] = yaml_value(value.strip(), item)
+    return Row(text, base, params, int(nfe) if nfe else None)
+
+
+def prefix_means(samples: np.ndarray, ks: list[int]) -> dict[int, np.ndarray]:
+    """Magnitude of the mean of the first k samples, ``{k: (S, h, w)}``, from complex ``(S, K, h, w)``."""
+    return {k: np.abs(samples[:, :k].mean(1)).astype(np.float32) for k in ks}
+
+
+def run_cell(info, row: Row, table, kind, accel, args, denoiser) -> dict:
+    """Scores of K = each of ``args.ks`` for one row on one mask."""
+    cfg = method_config(row.base, table, row.nfe)
+    params = {**cfg.params, **row.params}
+    spec = MethodSpec(cfg.name, params, denoiser, cfg.nfe or 50, samples=max(args.ks), batch=args.batch)
+    slices = eval_slices(info, args.slices)
+    target = targets(info, slices)
+    t0 = time.perf_counter()
+    res = reconstruct_volume(info, spec, mask_spec(kind, accel), slices, keep_samples=True)
+    seconds = (time.perf_counter() - t0) / len(slices)
+    scores = {}
+    for k, recon in prefix_means(res.samples, args.ks).items():
+        m = volume_metrics(target, recon)
+        scores[k] = {"PSNR": round(m["PSNR"], 3), "SSIM": round(m["SSIM"], 4)}
+    return {
+        "row": row.label,
+        "method": cfg.name,
+        "params": params,
+        "nfe": res.nfe,
+        "mask": kind,
+        "accel": accel,
+        "slices": slices,
+        "kmax": max(args.ks),
+        "seconds_per_slice_kmax": round(seconds, 2),
+        "scores": scores,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print one line per (row, mask, acceleration); append JSON records with ``--json``."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, default=Path("data/open-brain-128/val"), help="val split directory")
+    p.add_argument("--rows", default="ccdf,dds", help="comma-separated rows (see the module docstring)")
+    p.add_argument("--masks", default="random,poisson", help="comma-separated mask kinds")
+    p.add_argument("--accels", default="4,8", help="comma-separated accelerations")
+    p.add_argument("--slices", type=int, default=6, help="central val slices evaluated")
+    p.add_argument("--ks", default="1,2,4,8", help="sample counts scored (the largest is run)")
+    p.add_argument("--batch", type=int, default=1, help="slices per batch")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--json", type=Path, default=None, help="append every record here (JSON lines)")
+    args = p.parse_args(argv)
+    args.ks = sorted(int(k) for k in args.ks.split(","))
+    torch.set_num_threads(args.threads)
+    from mrdiff.priors import load_prior
+
+    info, table, denoiser = val_volume(args.data), read_params(DEFAULT_PARAMS), load_prior(None)
+    for text in args.rows.split(","):
+        row = parse_row(text)
+        for kind in args.masks.split(","):
+            for accel in [float(a) for a in args.accels.split(",")]:
+                r = run_cell(info, row, table, kind, accel, args, denoiser)
+                cells = "  ".join(f"K{k} {s['PSNR']:.2f}/{s['SSIM']:.3f}" for k, s in r["scores"].items())
+                print(f"{row.label:>28} {kind:>10} {accel:g}x  {cells}  ({r['seconds_per_slice_kmax']} s/slice)",
+                      flush=True)
+                if args.json:
+                    with open(args.json, "a") as f:
+                        f.write(json.dumps(r) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
