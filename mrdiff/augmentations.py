@@ -94,8 +94,9 @@ def tissue_remap(mag: torch.Tensor, values: torch.Tensor, soft: float = 0.0, tex
     classes of the magnitude inside the head (``mag >= HEAD_THRESHOLD``; fitted on every second pixel),
     k = ``len(values)``. Class edges are logistic ramps in intensity (``soft``), so the image's own
     partial-volume edges become smooth transitions rather than hard steps, and no spatial blur costs
-    resolution. Below the darkest centre the curve is linear from 0 (background stays dark); above, each
-    pixel keeps ``(mag / its class centre) ** texture`` of its within-class texture, clipped to [0.75, 1.33].
+    resolution. Each pixel keeps ``(mag / its class centre) ** texture`` of its within-class texture
+    (the ratio clipped to [0.75, 1.33]), and a ramp from 0 at ``mag = 0`` to 1 at twice
+    ``HEAD_THRESHOLD`` keeps the background dark.
 
     Args:
         mag: real ``(H, W)`` magnitude, 99th percentile about 1.
@@ -111,10 +112,11 @@ def tissue_remap(mag: torch.Tensor, values: torch.Tensor, soft: float = 0.0, tex
     if centres is None or len(values) < 2:
         return mag
     steps = _steps(mag, centres, soft)
-    new, old = _through(steps, values), _through(steps, centres)
-    ratio = mag / old.clamp_min(1e-6)
-    kept = ratio.clamp(0.75, 1.33) ** texture if texture > 0 else torch.ones_like(ratio)
-    return new * torch.where(mag < centres[0], ratio, kept)
+    new = _through(steps, values)
+    if texture > 0:
+        ratio = mag / _through(steps, centres).clamp_min(1e-6)
+        new = new * ratio.clamp(0.75, 1.33) ** texture
+    return new * (mag / (2 * HEAD_THRESHOLD)).clamp(max=1.0)
 
 
 def affine_matrix(generator: torch.Generator, rotate_deg: float, shear: float, aspect: float) -> torch.Tensor:
