@@ -33,7 +33,7 @@ from mrdiff.scaling import image_scale
 VERSION = 1  # bump when the remapping changes, so older copies are rebuilt
 # class intensities for T1-ordered classes (dark, mid, bright), i.e. about (CSF, GM, WM)
 CONTRASTS = {"t2": (1.0, 0.55, 0.35), "pd": (0.9, 0.75, 0.6)}
-SOFT, TEXTURE, JITTER = 0.25, 0.5, 0.05
+SOFT, TEXTURE, JITTER = 0.5, 0.5, 0.05
 
 
 @dataclass

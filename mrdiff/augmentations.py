@@ -36,22 +36,23 @@ def kmeans_1d(values: torch.Tensor, k: int, lo: float = 0.0, iters: int = 10, bi
     Returns:
         ascending centres ``(k,)`` (float32), or None when no value is at or above ``lo``.
     """
-    hi = float(values.max()) + 1e-6
-    if hi <= lo + 1e-6:
+    v = values.detach().float().cpu().numpy().ravel().astype(np.float64)
+    v = v[v >= lo]
+    if v.size == 0:
         return None
-    v = values.detach().float().cpu().numpy().ravel()
-    weight = np.histogram(v, bins=bins, range=(lo, hi))[0].astype(np.float64)  # values outside: ignored
-    if weight.sum() <= 0:
-        return None
-    mid = lo + (np.arange(bins) + 0.5) * (hi - lo) / bins
-    cdf = np.cumsum(weight) / weight.sum()
-    centres = mid[np.minimum(np.searchsorted(cdf, (np.arange(k) + 0.5) / k), bins - 1)]
+    hi = float(v.max()) + 1e-6
+    idx = np.minimum(((v - lo) * (bins / (hi - lo))).astype(np.int64), bins - 1)
+    count = np.bincount(idx, minlength=bins).astype(np.float64)
+    sums = np.bincount(idx, v, minlength=bins)  # each bin stands for its mean: exact on a few levels
+    pos = np.where(count > 0, sums / np.maximum(count, 1), lo + (np.arange(bins) + 0.5) * (hi - lo) / bins)
+    cdf = np.cumsum(count) / count.sum()
+    centres = pos[np.minimum(np.searchsorted(cdf, (np.arange(k) + 0.5) / k), bins - 1)]
     for _ in range(iters):
-        label = np.searchsorted((centres[:-1] + centres[1:]) / 2, mid)
-        total = np.bincount(label, weight, minlength=k)
-        moment = np.bincount(label, weight * mid, minlength=k)
+        label = np.searchsorted((centres[:-1] + centres[1:]) / 2, pos)
+        total = np.bincount(label, count, minlength=k)
+        moment = np.bincount(label, sums, minlength=k)
         new = np.sort(np.where(total > 0, moment / np.maximum(total, 1e-12), centres))
-        done = np.abs(new - centres).max() < 1e-5
+        done = np.abs(new - centres).max() < 1e-6
         centres = new
         if done:
             break
@@ -67,12 +68,14 @@ def tissue_intensities(k: int, generator: torch.Generator, inverted: bool) -> to
 
 def _steps(mag: torch.Tensor, centres: torch.Tensor, soft: float) -> list[torch.Tensor]:
     """Class-membership steps at the midpoints between neighbouring centres: hard (``soft`` = 0) or
-    logistic ramps whose width is ``soft`` times the gap between the two centres."""
+    smoothstep ramps ``soft`` times the gap between the two centres wide (``soft`` <= 1 keeps every
+    centre exactly on its class value)."""
     out = []
     for i in range(len(centres) - 1):
         mid, gap = float(centres[i] + centres[i + 1]) / 2, float(centres[i + 1] - centres[i])
         if soft > 0:
-            out.append(torch.sigmoid((mag - mid) / max(soft * gap, 1e-6)))
+            t = ((mag - mid) / max(min(soft, 1.0) * gap, 1e-6) + 0.5).clamp(0, 1)
+            out.append(t * t * (3 - 2 * t))
         else:
             out.append((mag > mid).float())
     return out
@@ -92,7 +95,7 @@ def tissue_remap(mag: torch.Tensor, values: torch.Tensor, soft: float = 0.0, tex
     SynthSeg (Billot et al., Medical Image Analysis 2023) draws an independent random intensity for
     each label of a label map so a network cannot rely on one MR contrast. Here the labels are k-means
     classes of the magnitude inside the head (``mag >= HEAD_THRESHOLD``; fitted on every second pixel),
-    k = ``len(values)``. Class edges are logistic ramps in intensity (``soft``), so the image's own
+    k = ``len(values)``. Class edges are smooth ramps in intensity (``soft``), so the image's own
     partial-volume edges become smooth transitions rather than hard steps, and no spatial blur costs
     resolution. Each pixel keeps ``(mag / its class centre) ** texture`` of its within-class texture
     (the ratio clipped to [0.75, 1.33]), and a ramp from 0 at ``mag = 0`` to 1 at twice
@@ -101,7 +104,8 @@ def tissue_remap(mag: torch.Tensor, values: torch.Tensor, soft: float = 0.0, tex
     Args:
         mag: real ``(H, W)`` magnitude, 99th percentile about 1.
         values: new intensity ``(k,)`` of each class, classes in ascending order of their centre.
-        soft: transition width as a fraction of the gap between neighbouring centres (0: hard steps).
+        soft: transition width as a fraction of the gap between neighbouring centres, in [0, 1]
+            (0: hard steps).
         texture: exponent of the kept texture in [0, 1] (0: piecewise-constant classes).
 
     Returns:

@@ -60,7 +60,9 @@ class DataConfig:
     tissue_prob: float = 0.0  # probability of random intensities per k-means tissue class (SynthSeg-style)
     tissue_classes: tuple[int, int] = (3, 4)  # k-means classes inside the head: drawn from [low, high]
     tissue_invert_prob: float = 0.5  # share with intensities in reverse T1 order (T2/PD-like); rest any order
-    tissue_soft: float = 0.2  # class edges: ramps [this/2, this] of the gap between class centres wide
+    tissue_soft: float = (
+        0.5  # class edges: intensity ramps [this/2, this] (<= 1) of the gap between centres wide
+    )
     affine_prob: float = 0.0  # probability of a random rotation / shear / aspect change (no isotropic zoom)
     affine_rotate: float = 10.0  # degrees, uniform in +-this
     affine_shear: float = 0.05  # shear factor, uniform in +-this
@@ -251,8 +253,10 @@ def validate(cfg: Config) -> None:
         raise InputError(f"data.tissue_classes must satisfy 2 <= low <= high, got {d.tissue_classes}")
     if not 0 < d.noise_range[0] <= d.noise_range[1]:
         raise InputError(f"data.noise_range must satisfy 0 < low <= high, got {d.noise_range}")
-    if d.elastic_knots < 2 or d.tissue_soft < 0 or d.elastic_strength < 0:
-        raise InputError("data.elastic_knots must be >= 2, data.tissue_soft and data.elastic_strength >= 0")
+    if d.elastic_knots < 2 or not 0 <= d.tissue_soft <= 1 or d.elastic_strength < 0:
+        raise InputError(
+            "data.elastic_knots must be >= 2, data.tissue_soft in [0, 1], data.elastic_strength >= 0"
+        )
     if cfg.train.precision not in ("bf16", "fp32"):
         raise InputError(f"train.precision must be 'bf16' or 'fp32', got {cfg.train.precision!r}")
     if cfg.train.workers < 0:
