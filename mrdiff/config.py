@@ -60,9 +60,7 @@ class DataConfig:
     tissue_prob: float = 0.0  # probability of random intensities per k-means tissue class (SynthSeg-style)
     tissue_classes: tuple[int, int] = (3, 4)  # k-means classes inside the head: drawn from [low, high]
     tissue_invert_prob: float = 0.5  # share with intensities in reverse T1 order (T2/PD-like); rest any order
-    tissue_soft: float = (
-        0.5  # class edges: intensity ramps [this/2, this] (<= 1) of the gap between centres wide
-    )
+    tissue_soft: float = 0.5  # class edges: intensity ramps [this/2, this] (<= 1) of the centre gap
     affine_prob: float = 0.0  # probability of a random rotation / shear / aspect change (no isotropic zoom)
     affine_rotate: float = 10.0  # degrees, uniform in +-this
     affine_shear: float = 0.05  # shear factor, uniform in +-this
@@ -71,10 +69,7 @@ class DataConfig:
     elastic_strength: float = 0.01  # peak displacement, as a fraction of the image size
     elastic_knots: int = 6  # control points per axis of the displacement field
     noise_prob: float = 0.0  # probability of adding a complex Gaussian noise floor to the clean image
-    noise_range: tuple[float, float] = (
-        0.002,
-        0.01,
-    )  # its sigma per real component / image_scale (log-uniform)
+    noise_range: tuple[float, float] = (0.002, 0.01)  # its sigma per real part / input p99 (log-unif.)
     # patch family only (mrdiff.data.patch_batch):
     patch_sizes: tuple[int, ...] = (64,)  # one size per step; batch scaled to keep pixels per step constant
     patch_margin: int = 32  # zero margin around the image, so border patches are seen

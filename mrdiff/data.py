@@ -158,7 +158,7 @@ def augment(x: torch.Tensor, cfg: DataConfig, generator: torch.Generator) -> tor
         y = zoom(y, float(np.exp(_uniform(generator, *np.log(cfg.scale_range)))))
     if cfg.noise_prob > 0 and _uniform(generator, 0, 1) < cfg.noise_prob:
         sigma = float(np.exp(_uniform(generator, *np.log(cfg.noise_range))))
-        y = aug.add_noise(y, generator, sigma, float(image_scale(y[None])[0]))
+        y = aug.add_noise(y, generator, sigma, 1.0)  # y is in units of the input's image_scale
     return y
 
 
