@@ -24,9 +24,12 @@ def _uniform(generator: torch.Generator, lo: float, hi: float) -> float:
     return lo + (hi - lo) * float(torch.rand((), generator=generator))
 
 
-def kmeans_1d(values: torch.Tensor, k: int, lo: float = 0.0, iters: int = 10, bins: int = 256):
-    """Lloyd's k-means on the 1-D ``values`` at or above ``lo``, run on their histogram (cost independent
-    of the number of values). Centres start at the (i + 1/2)/k quantiles, so the result is deterministic.
+def kmeans_1d(
+    values: torch.Tensor, k: int, lo: float = 0.0, iters: int = 10, bins: int = 256
+) -> torch.Tensor | None:
+    """Lloyd's k-means (Lloyd, IEEE Trans. Inf. Theory 1982) on the 1-D ``values`` at or above ``lo``, run
+    on their histogram, each bin standing for its mean (cost nearly independent of the number of values;
+    exact on an image of a few levels). Centres start at the (i + 1/2)/k quantiles: deterministic.
 
     Args:
         values: real tensor of any shape.
@@ -43,7 +46,7 @@ def kmeans_1d(values: torch.Tensor, k: int, lo: float = 0.0, iters: int = 10, bi
     hi = float(v.max()) + 1e-6
     idx = np.minimum(((v - lo) * (bins / (hi - lo))).astype(np.int64), bins - 1)
     count = np.bincount(idx, minlength=bins).astype(np.float64)
-    sums = np.bincount(idx, v, minlength=bins)  # each bin stands for its mean: exact on a few levels
+    sums = np.bincount(idx, v, minlength=bins)
     pos = np.where(count > 0, sums / np.maximum(count, 1), lo + (np.arange(bins) + 0.5) * (hi - lo) / bins)
     cdf = np.cumsum(count) / count.sum()
     centres = pos[np.minimum(np.searchsorted(cdf, (np.arange(k) + 0.5) / k), bins - 1)]
@@ -61,7 +64,8 @@ def kmeans_1d(values: torch.Tensor, k: int, lo: float = 0.0, iters: int = 10, bi
 
 def tissue_intensities(k: int, generator: torch.Generator, inverted: bool) -> torch.Tensor:
     """New intensities ``(k,)`` in [0.1, 1] for classes in ascending (T1) order: independent uniform
-    draws (any ordering), or sorted descending when ``inverted`` (T2/PD-like: CSF brightest)."""
+    draws in any order, as SynthSeg draws its label intensities (Billot et al. 2023), or sorted
+    descending when ``inverted`` (T2/PD-like: CSF brightest, white matter darkest)."""
     v = 0.1 + 0.9 * torch.rand(k, generator=generator)
     return v.sort(descending=True).values if inverted else v
 
@@ -89,7 +93,9 @@ def _through(steps: list[torch.Tensor], values: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def tissue_remap(mag: torch.Tensor, values: torch.Tensor, soft: float = 0.0, texture: float = 0.0):
+def tissue_remap(
+    mag: torch.Tensor, values: torch.Tensor, soft: float = 0.0, texture: float = 0.0
+) -> torch.Tensor:
     """Give every k-means tissue class of ``mag`` its own intensity (random tissue contrast).
 
     SynthSeg (Billot et al., Medical Image Analysis 2023) draws an independent random intensity for
@@ -161,7 +167,9 @@ def _pixel_axes(h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
     return xs[None, :], ys[:, None]
 
 
-def warp(x: torch.Tensor, matrix: torch.Tensor | None = None, displacement: torch.Tensor | None = None):
+def warp(
+    x: torch.Tensor, matrix: torch.Tensor | None = None, displacement: torch.Tensor | None = None
+) -> torch.Tensor:
     """Resample a complex image ``(H, W)`` at ``matrix @ p + displacement(p)`` (p: normalised pixel
     centres about the image centre), bilinear, zero outside: one interpolation for both warps.
 
@@ -185,5 +193,8 @@ def warp(x: torch.Tensor, matrix: torch.Tensor | None = None, displacement: torc
 
 def add_noise(x: torch.Tensor, generator: torch.Generator, sigma: float, scale: float) -> torch.Tensor:
     """``x + sigma * scale * (n_re + i n_im)``: white complex Gaussian noise, ``sigma`` per real component
-    relative to the image scale ``scale``, a noise floor like that of a real acquisition."""
+    relative to the image scale ``scale`` (the ``mrdiff.noise`` convention): the noise floor of a real
+    acquisition, which the averaged templates lack. Additive Gaussian noise is a standard training
+    augmentation (e.g. nnU-Net, Isensee et al., Nature Methods 2021); keep it small, since it becomes
+    part of the denoising target."""
     return x + (sigma * scale) * complex_randn(tuple(x.shape), generator, device=x.device)
