@@ -186,3 +186,11 @@ def test_prep_verb_contrast_copy(tmp_path, capsys):
     assert main(["prep", "--out", str(tmp_path), "--contrast-copy", "val"]) == 0
     assert "2 volumes written" in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "val-contrast").glob("*.h5")) == ["vol0.h5", "vol1.h5"]
+
+
+def test_augment_cost_benchmark_runs(tmp_path, capsys):
+    from benchmarks.augment_cost import main
+
+    write_volumes(tmp_path, n_files=1, slices=2, size=32)
+    assert main(["--data", str(tmp_path), "--images", "2", "--rounds", "1"]) == 0
+    assert capsys.readouterr().out.count("ms/image") == 6
