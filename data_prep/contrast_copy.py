@@ -95,9 +95,12 @@ def contrast_copy(root: Path, split: str = "val", seed: int = 0, force: bool = F
     Each file is written atomically.
 
     Raises:
-        InputError: ``root/<split>`` has no ``.h5`` volumes, or one cannot be read.
+        InputError: ``split`` is not a plain name, ``root/<split>`` has no ``.h5`` volumes, or one cannot
+            be read.
     """
     started = time.perf_counter()
+    if not split or Path(split).name != split or split in (".", ".."):
+        raise InputError(f"--contrast-copy: expected a split name such as 'val', got {split!r}")
     sources = sorted((Path(root) / split).glob("*.h5"))
     if not sources:
         raise InputError(f"--contrast-copy: no .h5 volumes in {Path(root) / split}")

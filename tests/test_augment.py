@@ -177,6 +177,8 @@ def test_contrast_copy_is_deterministic_and_reused(tmp_path):
         assert not np.array_equal(f["image"][()], image)
     with pytest.raises(InputError, match="no .h5 volumes"):
         contrast_copy(root, "missing")
+    with pytest.raises(InputError, match="split name"):
+        contrast_copy(root, "../val")
 
 
 def test_prep_verb_contrast_copy(tmp_path, capsys):
