@@ -56,6 +56,20 @@ class DataConfig:
     phase_prob: float = 0.8  # probability of multiplying by an extra smooth random phase
     phase_strength: float = 3.0  # peak radians of the smooth phase field (plus a random constant)
     scale_range: tuple[float, float] = (1.0, 1.0)  # random in-plane zoom of the content (log-uniform)
+    # contrast and anatomy shift (mrdiff.augmentations); all off by default, so old presets keep their meaning
+    tissue_prob: float = 0.0  # probability of random intensities per k-means tissue class (SynthSeg-style)
+    tissue_classes: tuple[int, int] = (3, 4)  # k-means classes inside the head: drawn from [low, high]
+    tissue_invert_prob: float = 0.5  # share with intensities in reverse T1 order (T2/PD-like); rest any order
+    tissue_soft: float = 0.5  # class edges: intensity ramps [this/2, this] (<= 1) of the centre gap
+    affine_prob: float = 0.0  # probability of a random rotation / shear / aspect change (no isotropic zoom)
+    affine_rotate: float = 10.0  # degrees, uniform in +-this
+    affine_shear: float = 0.05  # shear factor, uniform in +-this
+    affine_aspect: float = 0.1  # log aspect ratio, uniform in +-this (determinant 1)
+    elastic_prob: float = 0.0  # probability of a smooth random (elastic) displacement field
+    elastic_strength: float = 0.01  # peak displacement, as a fraction of the image size
+    elastic_knots: int = 6  # control points per axis of the displacement field
+    noise_prob: float = 0.0  # probability of adding a complex Gaussian noise floor to the clean image
+    noise_range: tuple[float, float] = (0.002, 0.01)  # its sigma per real part / input p99 (log-unif.)
     # patch family only (mrdiff.data.patch_batch):
     patch_sizes: tuple[int, ...] = (64,)  # one size per step; batch scaled to keep pixels per step constant
     patch_margin: int = 32  # zero margin around the image, so border patches are seen
@@ -229,6 +243,15 @@ def validate(cfg: Config) -> None:
     lo, hi = cfg.data.scale_range
     if not 0 < lo <= hi:
         raise InputError(f"data.scale_range must satisfy 0 < low <= high, got {cfg.data.scale_range}")
+    d = cfg.data
+    if not 2 <= d.tissue_classes[0] <= d.tissue_classes[1]:
+        raise InputError(f"data.tissue_classes must satisfy 2 <= low <= high, got {d.tissue_classes}")
+    if not 0 < d.noise_range[0] <= d.noise_range[1]:
+        raise InputError(f"data.noise_range must satisfy 0 < low <= high, got {d.noise_range}")
+    if d.elastic_knots < 2 or not 0 <= d.tissue_soft <= 1 or d.elastic_strength < 0:
+        raise InputError(
+            "data.elastic_knots must be >= 2, data.tissue_soft in [0, 1], data.elastic_strength >= 0"
+        )
     if cfg.train.precision not in ("bf16", "fp32"):
         raise InputError(f"train.precision must be 'bf16' or 'fp32', got {cfg.train.precision!r}")
     if cfg.train.workers < 0:

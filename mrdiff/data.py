@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mrdiff import augmentations as aug
 from mrdiff.config import DataConfig
 from mrdiff.errors import InputError
 from mrdiff.priors.patch import coord_channels
@@ -124,10 +125,17 @@ def zoom(x: torch.Tensor, factor: float) -> torch.Tensor:
 
 
 def augment(x: torch.Tensor, cfg: DataConfig, generator: torch.Generator) -> torch.Tensor:
-    """Contrast, bias, phase, orientation and (when ``cfg.scale_range`` is not (1, 1)) zoom
-    augmentation of one complex image ``(H, W)``."""
+    """Augment one complex image ``(H, W)``: tissue contrast, gamma, bias, phase, orientation, warps,
+    zoom (when ``cfg.scale_range`` is not (1, 1)) and a noise floor, each drawn from ``generator``.
+
+    The options of issue 14 (``tissue_*``, ``affine_*``, ``elastic_*``, ``noise_*``;
+    :mod:`mrdiff.augmentations`) draw nothing when their probability is 0, so a config without them
+    gets exactly the images it got before they existed.
+    """
     scale = image_scale(x[None])[0]
     mag, phase = x.abs() / scale, x.angle()
+    if cfg.tissue_prob > 0 and _uniform(generator, 0, 1) < cfg.tissue_prob:
+        mag = _tissue_contrast(mag, cfg, generator)
     if cfg.remap_prob > 0 and _uniform(generator, 0, 1) < cfg.remap_prob:
         monotone = _uniform(generator, 0, 1) < cfg.remap_monotone_prob
         mag = remap_intensity(mag, generator, cfg.remap_knots, monotone)
@@ -145,9 +153,36 @@ def augment(x: torch.Tensor, cfg: DataConfig, generator: torch.Generator) -> tor
         y = y.flip(-2)
     if cfg.rot90 and y.shape[-1] == y.shape[-2]:
         y = torch.rot90(y, int(torch.randint(4, (), generator=generator)), dims=(-2, -1))
+    y = _deform(y, cfg, generator)
     if tuple(cfg.scale_range) != (1.0, 1.0):
         y = zoom(y, float(np.exp(_uniform(generator, *np.log(cfg.scale_range)))))
+    if cfg.noise_prob > 0 and _uniform(generator, 0, 1) < cfg.noise_prob:
+        sigma = float(np.exp(_uniform(generator, *np.log(cfg.noise_range))))
+        y = aug.add_noise(y, generator, sigma, 1.0)  # y is in units of the input's image_scale
     return y
+
+
+def _tissue_contrast(mag: torch.Tensor, cfg: DataConfig, generator: torch.Generator) -> torch.Tensor:
+    """Random intensities per k-means tissue class (:func:`mrdiff.augmentations.tissue_remap`)."""
+    lo, hi = cfg.tissue_classes
+    k = int(torch.randint(lo, hi + 1, (), generator=generator))
+    inverted = _uniform(generator, 0, 1) < cfg.tissue_invert_prob
+    values = aug.tissue_intensities(k, generator, inverted)
+    soft = _uniform(generator, cfg.tissue_soft / 2, cfg.tissue_soft)
+    return aug.tissue_remap(mag, values, soft=soft, texture=_uniform(generator, 0, 1))
+
+
+def _deform(y: torch.Tensor, cfg: DataConfig, generator: torch.Generator) -> torch.Tensor:
+    """Random affine and / or elastic warp of ``y`` ``(H, W)``, applied as one resampling."""
+    matrix = displacement = None
+    if cfg.affine_prob > 0 and _uniform(generator, 0, 1) < cfg.affine_prob:
+        matrix = aug.affine_matrix(generator, cfg.affine_rotate, cfg.affine_shear, cfg.affine_aspect)
+    if cfg.elastic_prob > 0 and _uniform(generator, 0, 1) < cfg.elastic_prob:
+        shape = (y.shape[-2], y.shape[-1])
+        displacement = aug.elastic_field(shape, generator, cfg.elastic_strength, cfg.elastic_knots)
+    if matrix is None and displacement is None:
+        return y
+    return aug.warp(y, matrix, displacement)
 
 
 def normalise(x: torch.Tensor) -> torch.Tensor:

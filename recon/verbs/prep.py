@@ -97,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="simulated sets: write only the complex ground-truth images (no coils, noise or k-space): "
         "enough to train a prior, about 20x smaller; not reconstructable",
     )
+    p.add_argument(
+        "--contrast-copy",
+        metavar="SPLIT",
+        default=None,
+        help="write OUT/SPLIT-contrast: a seeded T2/PD-like contrast-remapped copy (images only) of the "
+        "prepared OUT/SPLIT (e.g. val), so a prior is not chosen on T1 alone; runs after any build",
+    )
     p.add_argument("--force", action="store_true", help="rebuild volumes that already exist")
     p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     return p
@@ -147,7 +154,11 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     opts = _options(args)
     if not args.sources and args.open_brain is None and args.demo is None:
-        raise InputError("nothing to do: give SOURCES, --open-brain DATA_DIR or --demo DATA_DIR")
+        if args.contrast_copy is not None:
+            return _contrast_copy(args)
+        raise InputError(
+            "nothing to do: give SOURCES, --open-brain DATA_DIR, --demo DATA_DIR or --contrast-copy SPLIT"
+        )
     holdout = _holdout(args)
     reports = []
     if args.demo is not None:
@@ -173,7 +184,22 @@ def main(argv: list[str]) -> int:
                 args.sources, args.out, args.split, args.licence, opts, orient, not args.no_progress, holdout
             )
         )
-    return _summary(reports, args.out)
+    status = _summary(reports, args.out)
+    if args.contrast_copy is not None:
+        _contrast_copy(args)
+    return status
+
+
+def _contrast_copy(args) -> int:
+    """``--contrast-copy SPLIT``: write OUT/SPLIT-contrast (data_prep.contrast_copy); returns 0."""
+    from data_prep.contrast_copy import contrast_copy
+
+    r = contrast_copy(args.out, args.contrast_copy, seed=args.seed, force=args.force)
+    print(
+        f"mrdiff prep: contrast copy of {args.out / args.contrast_copy}: {len(r.written)} volumes written, "
+        f"{len(r.reused)} reused in {r.seconds:.1f} s -> {args.out / (args.contrast_copy + '-contrast')}"
+    )
+    return 0
 
 
 def _summary(reports, out: Path) -> int:
