@@ -14,7 +14,6 @@ from types import MappingProxyType
 import torch
 
 from mrdiff.errors import InputError
-from mrdiff.fft import fft2c, ifft2c
 from mrdiff.sampling import SAMPLERS, Step, batch_noise
 from mrdiff.schedules import make, steps_for_nfe
 
@@ -100,11 +99,3 @@ def noised_measurement(y, op, sigma: float, generators) -> torch.Tensor:
     like = torch.zeros(y.shape[:1] + y.shape[-2:], dtype=y.dtype, device=y.device)
     return y + sigma * op.A(batch_noise(like, generators))
 
-
-def replace_kspace(
-    x: torch.Tensor, y: torch.Tensor, op, region: torch.Tensor, lam: float = 1.0
-) -> torch.Tensor:
-    """Coil-wise k-space replacement on ``region``: ``k <- k + lam * region * (y - k)``; ``(B, H, W)``."""
-    k = fft2c(op.coils(x))
-    k = torch.where(region.to(k.device), k + lam * (y - k), k)
-    return op.combine(ifft2c(k))
