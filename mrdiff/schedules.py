@@ -148,9 +148,3 @@ def steps_for_nfe(nfe: int, sampler: str) -> int:
 def _check_steps(n: int) -> None:
     if int(n) != n or n < 1:
         raise ValueError(f"number of steps must be a positive integer, got {n}")
-
-
-# Names used by mrdiff.consistency (same functions).
-karras_sigmas = karras
-repaint_schedule = repaint
-count_falls = denoising_steps

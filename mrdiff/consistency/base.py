@@ -98,4 +98,3 @@ def noised_measurement(y, op, sigma: float, generators) -> torch.Tensor:
         return y
     like = torch.zeros(y.shape[:1] + y.shape[-2:], dtype=y.dtype, device=y.device)
     return y + sigma * op.A(batch_noise(like, generators))
-
