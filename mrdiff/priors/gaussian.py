@@ -76,7 +76,7 @@ class GaussianPrior:
 
         Args:
             y: measured k-space ``(B, C, H, W)``.
-            op: operator ``A`` (mask and maps shared by the batch, or maps ``(B, C, H, W)``).
+            op: operator ``A``; item b is measured by ``op.item(b)`` (its maps and, if per item, its mask).
             sigma_y: measurement noise per real component.
 
         Returns:
