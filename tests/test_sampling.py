@@ -14,8 +14,10 @@ from mrdiff.priors.gaussian import GaussianPrior
 from mrdiff.reconstruct import reconstruct
 from mrdiff.sampling import batch_noise, ddim_coefficients, reverse_loop, sample_prior
 from mrdiff.schedules import (
+    SCHEDULES,
     denoising_steps,
     karras,
+    make,
     repaint,
     steps_for_nfe,
     truncate,
@@ -58,7 +60,18 @@ def test_karras_and_vp_schedules():
     assert vp_sigmas(10, "linear")[0] > 100 and vp_sigmas(10, "linear")[-2] < 0.02
 
 
-def test_truncate_and_repaint():
+def test_method_schedules_by_name():
+    from mrdiff.errors import InputError
+
+    for kind in SCHEDULES:
+        s = REGISTRY["pocs"](schedule=kind).schedule(10, 0.002, 80.0)
+        assert s[-1] == 0 and torch.equal(s, make(kind, 10, 0.002, 80.0))
+    assert torch.equal(make("karras", 10, 0.002, 80.0), karras(10, 0.002, 80.0))
+    with pytest.raises(InputError, match="unknown schedule"):
+        REGISTRY["pocs"](schedule="edm").schedule(10, 0.002, 80.0)
+
+
+def test_truncate_and_repaint_schedule():
     s = karras(10, 0.01, 10.0)
     t = truncate(s, 1.0)
     assert t[0] == 1.0 and torch.all(t[1:] < 1.0) and t[-1] == 0 and len(t) == int((s < 1.0).sum()) + 1

@@ -15,7 +15,7 @@ import torch
 
 from mrdiff.errors import InputError
 from mrdiff.sampling import SAMPLERS, Step, batch_noise
-from mrdiff.schedules import make, steps_for_nfe
+from mrdiff.schedules import SCHEDULES, make, steps_for_nfe
 
 BASE_DEFAULTS = {"sampler": "ancestral", "eta": 1.0, "schedule": "karras", "rho": 7.0}
 
@@ -72,12 +72,12 @@ class Consistency:
         return self.params["eta"]
 
     def schedule(self, nfe: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
-        """Sigmas using at most ``nfe`` denoiser calls: Karras (karras/edm), vp-linear or vp-cosine."""
+        """Sigmas using at most ``nfe`` denoiser calls (``schedules.make``: karras, vp-linear, vp-cosine)."""
         n = steps_for_nfe(nfe, self.sampler)
         kind = self.params["schedule"]
-        if kind not in ("karras", "edm", "vp-linear", "vp-cosine"):
-            raise InputError(f"{self.name}: unknown schedule '{kind}' (karras, vp-linear, vp-cosine)")
-        return make("edm" if kind == "karras" else kind, n, sigma_min, sigma_max, self.params["rho"])
+        if kind not in SCHEDULES:
+            raise InputError(f"{self.name}: unknown schedule '{kind}' ({', '.join(SCHEDULES)})")
+        return make(kind, n, sigma_min, sigma_max, self.params["rho"])
 
     def prepare(
         self, y: torch.Tensor, op, sigmas: torch.Tensor, generators: Sequence[torch.Generator], init=None
