@@ -204,6 +204,7 @@ class Unconditional:
         self.sampler, self.eta = sampler, eta
 
     def __call__(self, step: Step, y, op, generators) -> torch.Tensor:
+        """The prior's proposal ``step.x_next`` unchanged (``y``, ``op`` and ``generators`` are unused)."""
         return step.x_next
 
 
@@ -216,11 +217,21 @@ def sample_prior(
     sigma_max: float = 80.0,
     autocast: bool = True,
 ) -> torch.Tensor:
-    """Unconditional samples, one per generator: complex64 ``(len(generators), *shape)`` on the
-    generators' device.
+    """Unconditional samples of a prior with the one reverse loop (:class:`Unconditional`).
 
-    The Karras schedule (``steps`` steps) runs from ``min(sigma_max, denoiser.sigma_max)`` down to
-    ``denoiser.sigma_min``; the start is ``sigma * (randn + 1j randn)`` drawn from each item's generator.
+    Args:
+        denoiser: ``D(x, sigma) -> x0_hat`` with ``sigma_min`` / ``sigma_max`` attributes.
+        shape: image size ``(H, W)``.
+        steps: Karras steps from ``min(sigma_max, denoiser.sigma_max)`` down to ``denoiser.sigma_min``
+            (Heun costs two denoiser calls per step but the last).
+        generators: one per sample; sample b starts at ``sigma * (randn + 1j randn)`` from generator b
+            and draws all its noise from it.
+        sampler: prior step, one of :data:`SAMPLERS`.
+        sigma_max: upper limit of the starting noise level.
+        autocast: bf16 autocast of the denoiser on CUDA.
+
+    Returns:
+        complex64 ``(len(generators), H, W)`` on the generators' device.
     """
     sigmas = karras(steps, float(denoiser.sigma_min), min(sigma_max, float(denoiser.sigma_max)))
     like = torch.zeros(len(generators), *shape, dtype=torch.complex64, device=generators[0].device)
