@@ -38,7 +38,8 @@ Immutability
 
 Data consistency
     ``CartesianOperator.project`` (measured region, optional sub-region, weight ``lam``) is the one
-    k-space projection; every consistency method and baseline uses it or the operator's views.
+    k-space projection: every method that imposes measurements (POCS, ILVR, CCDF, RePaint, MCG) calls
+    it; item-by-item code (the sigpy CS baselines, the Gaussian posterior) uses ``op.item(b)``.
 
 Precision
     Sampler arithmetic runs in float64/complex128-capable code paths where it matters; the
