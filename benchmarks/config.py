@@ -20,9 +20,9 @@ import yaml
 from benchmarks.harness import MethodConfig
 from mrdiff.baselines import BASELINES
 from mrdiff.errors import InputError
+from mrdiff.overrides import method_params
 from mrdiff.pipeline import all_methods, diffusion_methods, supervised_methods
 from mrdiff.resources import package_path
-from recon.verbs.common import method_params
 
 DEFAULT_PARAMS = package_path("benchmarks", "params", "open-brain-128.yaml")  # package data
 

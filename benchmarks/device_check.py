@@ -32,14 +32,14 @@ import torch
 
 from benchmarks import device_sections as ds
 from mrdiff.atomic import atomic_path
-from mrdiff.config import to_dict
+from mrdiff.config import PRESET_DIR, resolve_config, to_dict
 from mrdiff.consistency import REGISTRY
 from mrdiff.errors import InputError
 from mrdiff.io import list_volumes
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_DIR = REPO / "data_prep" / "demo"
-PRESETS = sorted(p.stem for p in (REPO / "recon" / "presets").glob("*.yaml"))
+PRESETS = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 # Dense bf16 tensor-core peak from the vendor's data sheets (TFLOP/s, no sparsity); H200 measured ~790.
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0}
 TINY_MODEL = [
@@ -117,8 +117,6 @@ def peak_tflops(gpu_name: str | None) -> float | None:
 
 def preset_config(name: str, tiny: bool):
     """A preset's config (shrunk to the tiny model and 16^2 images with ``tiny``)."""
-    from recon.verbs.train import resolve_config
-
     return resolve_config(name, TINY_MODEL if tiny else [])
 
 

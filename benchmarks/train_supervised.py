@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from mrdiff.atomic import atomic_path
-from mrdiff.io import list_volumes, open_volume, read_slice
+from mrdiff.io import center_crop, list_volumes, open_volume, read_slice
 from mrdiff.masks import make_mask
 from mrdiff.metrics import volume_metrics
 from mrdiff.noise import make_generator
@@ -92,9 +92,7 @@ def evaluate(kind: str, model, index, n: int) -> dict:
     for accel, cf in TRAIN_MASKS:
         mask = make_mask("random", k.shape[-2:], accel, cf, index[0][0].path.name)
         pred = fn(model.eval(), k * mask, mask)
-        h, w = target.shape[-2:]
-        H, W = pred.shape[-2:]
-        pred = pred[..., (H - h) // 2 : (H - h) // 2 + h, (W - w) // 2 : (W - w) // 2 + w]
+        pred = center_crop(pred, target.shape[-2:])
         m = volume_metrics(target.numpy(), pred.numpy())
         out[f"{accel}x"] = {key: round(v, 4) for key, v in m.items()}
     model.train()

@@ -14,11 +14,10 @@ import time
 
 import torch
 
-from mrdiff.config import from_dict, replace, to_dict
+from mrdiff.config import from_dict, replace, resolve_config, to_dict
 from mrdiff.data import training_batch
 from mrdiff.noise import make_generator
 from mrdiff.training import init_state, train_step
-from recon.verbs.train import resolve_config
 
 
 class MemoryData:

@@ -10,7 +10,8 @@ Tensors
       or any shape broadcastable to ``(B, C, H, W)``.
     * Coil maps are ``(B, C, H, W)`` ``complex64`` with ``sum_c |S_c|^2 = 1`` inside the
       support and 0 outside. Single-coil data uses ``maps=None``.
-    * Complex tensors become two real channels (real, imag) only at the network boundary.
+    * Complex tensors become two real channels (real, imag) only at the network boundary, with the
+      one conversion ``mrdiff.priors.precond.complex_to_channels``.
 
 Fourier transform
     Centred, orthonormal 2-D FFT over the last two axes (``mrdiff.fft.fft2c``), identical to
@@ -32,7 +33,13 @@ Randomness
     (file, slice) with ``mrdiff.noise.seed_for``; nothing inside ``mrdiff`` seeds globally.
 
 Immutability
-    Operators and methods are immutable after construction: a new mask means a new operator.
+    Operators and methods are immutable after construction: a new mask means a new operator, and
+    the per-item and repeated views (``op.item(b)``, ``op.repeat(k)``) are new operators too.
+
+Data consistency
+    ``CartesianOperator.project`` (measured region, optional sub-region, weight ``lam``) is the one
+    k-space projection: every method that imposes measurements (POCS, ILVR, CCDF, RePaint, MCG) calls
+    it; item-by-item code (the sigpy CS baselines, the Gaussian posterior) uses ``op.item(b)``.
 
 Precision
     Sampler arithmetic runs in float64/complex128-capable code paths where it matters; the

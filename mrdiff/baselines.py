@@ -65,27 +65,18 @@ def cg_sense(
 
 
 def _sigpy_cs(app: type, y: torch.Tensor, op: CartesianOperator, lamda: float, max_iter: int):
-    """Run a sigpy CS app item by item on normalised data; undo the scale."""
+    """Run a sigpy CS app item by item (``op.item``) on normalised data; undo the scale."""
     out = []
-    maps = None if op.maps is None else op.maps.cpu()
-    weights = op.mask.cpu().to(torch.float32)
     for b in range(y.shape[0]):
-        yb = y[b : b + 1]
-        s = float(image_scale(zero_filled(yb, op if maps is None else _item_op(op, b))))
-        mps = np.ones((1,) + tuple(y.shape[-2:]), np.complex64) if maps is None else maps[b].cpu().numpy()
-        w = np.broadcast_to(weights.numpy(), y.shape[1:]).astype(np.float32)
+        yb, op_b = y[b : b + 1], op.item(b)
+        s = float(image_scale(zero_filled(yb, op_b)))
+        ones = torch.ones((1, *y.shape[-2:]), dtype=torch.complex64)
+        mps = (ones if op_b.maps is None else op_b.maps[0]).cpu().numpy()
+        w = torch.broadcast_to(op_b.mask.cpu(), yb.shape)[0].to(torch.float32).numpy()
         ksp = (yb[0] / s).cpu().numpy().astype(np.complex64)
         x = app(ksp, mps, lamda, weights=w, max_iter=max_iter, show_pbar=False).run()
         out.append(torch.from_numpy(np.asarray(x)).to(torch.complex64) * s)
     return torch.stack(out).to(y.device)
-
-
-def _item_op(op: CartesianOperator, b: int) -> CartesianOperator:
-    """The operator restricted to batch item ``b``."""
-    mask = op.mask
-    if mask.ndim == 4:
-        mask = mask[b : b + 1]
-    return CartesianOperator(mask, op.maps[b : b + 1])
 
 
 def cs_l1(

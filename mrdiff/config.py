@@ -1,5 +1,8 @@
 """Training configuration: frozen dataclasses as the schema, YAML presets and ``a.b=c`` overrides.
 
+The presets (``mrdiff/presets/*.yaml``) are package data of the library, next to the weights they
+describe, so the command (``recon``) and the benchmarks resolve them alike (:func:`resolve_config`).
+
 A config is a :class:`Config` of four sections (``model``, ``data``, ``loss``, ``train``). It converts
 to and from plain dicts (stored inside checkpoints), loads from YAML, and accepts overrides such as
 ``train.batch_size=4`` or ``model.channels=[16,32]``. Unknown sections or keys raise
@@ -18,6 +21,9 @@ import yaml
 
 from mrdiff.errors import InputError
 from mrdiff.overrides import parse_set
+from mrdiff.resources import package_path
+
+PRESET_DIR = package_path("mrdiff", "presets")  # package data, so an installed wheel finds it too
 
 
 @dataclass(frozen=True)
@@ -297,3 +303,14 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
 def replace(cfg: Config, **sections: Any) -> Config:
     """Copy of ``cfg`` with whole sections replaced, e.g. ``replace(cfg, train=new_train)``."""
     return dataclasses.replace(cfg, **sections)
+
+
+def resolve_config(name_or_path: str, overrides: list[str]) -> Config:
+    """A preset name (``mrdiff/presets/<name>.yaml``) or a YAML path, with ``a.b=c`` overrides."""
+    path = Path(name_or_path)
+    if not path.suffix and (PRESET_DIR / f"{name_or_path}.yaml").is_file():
+        path = PRESET_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        presets = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
+        raise InputError(f"config '{name_or_path}' is neither a preset ({presets}) nor a YAML file")
+    return from_dict(apply_overrides(load_yaml(path), overrides))

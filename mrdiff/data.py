@@ -20,15 +20,16 @@ import torch.nn.functional as F
 from mrdiff import augmentations as aug
 from mrdiff.config import DataConfig
 from mrdiff.errors import InputError
+from mrdiff.io import center_crop
 from mrdiff.priors.patch import coord_channels
+from mrdiff.priors.precond import complex_to_channels
 from mrdiff.scaling import image_scale
 
 
 def center_fit(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Centre-crop or zero-pad the last two axes of ``x`` (..., H, W) to ``(size, size)``."""
-    h, w = x.shape[-2:]
-    top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
-    x = x[..., top : top + size, left : left + size]
+    """Centre-crop (:func:`mrdiff.io.center_crop`) or zero-pad the last two axes of ``x`` (..., H, W) to
+    ``(size, size)``."""
+    x = center_crop(x, (min(size, x.shape[-2]), min(size, x.shape[-1])))
     h, w = x.shape[-2:]
     ph, pw = size - h, size - w
     if ph or pw:
@@ -208,10 +209,14 @@ class SliceDataset:
 
 
 def to_channels(x: torch.Tensor, in_channels: int) -> torch.Tensor:
-    """Complex ``(B, H, W)`` -> real ``(B, 2, H, W)`` (real, imag) or ``(B, 1, H, W)`` magnitude."""
-    if in_channels == 1:
-        return x.abs()[:, None].float()
-    return torch.stack([x.real, x.imag], dim=1).float()
+    """Clean complex images ``(B, H, W)`` -> the network's real ``(B, 2, H, W)`` (real, imag) or, for a
+    magnitude-only prior, ``(B, 1, H, W)`` magnitude.
+
+    The conversion is the denoiser's (:func:`mrdiff.priors.precond.complex_to_channels`); only the
+    input differs: a magnitude prior learns ``|x0|`` of clean images, while at sampling time it is
+    handed the real part of a noisy state (the magnitude of noise would be biased).
+    """
+    return complex_to_channels(x.abs() if in_channels == 1 else x, in_channels)
 
 
 def training_batch(

@@ -151,7 +151,12 @@ def read_slice(info: VolumeInfo, index: int) -> SliceData:
 
 
 def center_crop(x: torch.Tensor | np.ndarray, size: tuple[int, int]):
-    """Centre crop of the last two axes to ``size`` (fastMRI's ``center_crop`` rule)."""
+    """Centre crop of the last two axes to ``size``: fastMRI's ``data.transforms.center_crop`` rule
+    (start ``(H - h) // 2``; tests/test_io.py checks they agree), and the project's only crop helper.
+
+    Ours rather than fastMRI's because importing ``fastmri`` costs seconds that ``mrdiff info`` must not
+    pay, and because it names the shapes when the crop does not fit (fastMRI: "Invalid shapes.").
+    """
     h, w = size
     H, W = x.shape[-2:]
     if h > H or w > W:

@@ -9,9 +9,10 @@ target as data range; SSIM averaged over slices). Over volumes: mean and ``2 * s
 from __future__ import annotations
 
 import numpy as np
-from fastmri.data.transforms import center_crop
 from fastmri.evaluate import METRIC_FUNCS
 from runstats import Statistics
+
+from mrdiff.io import center_crop
 
 METRIC_NAMES = ("NMSE", "PSNR", "SSIM")
 

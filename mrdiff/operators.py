@@ -77,19 +77,48 @@ class CartesianOperator:
         """Normal operator ``A^H A x``."""
         return self.AH(self.A(x))
 
-    def project_kspace(self, k: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Replace measured coil k-space by ``y``: ``(1 - M) k + M y``. Exact and idempotent."""
-        m = self._mask_like(k)
-        return torch.where(m, y, k)
+    def item(self, b: int) -> CartesianOperator:
+        """The operator of batch item ``b`` alone (its maps and, for a per-item mask, its mask)."""
+        mask, maps = self._mask, self._maps
+        if mask.ndim == 4 and mask.shape[0] > 1:
+            mask = mask[b : b + 1]
+        return CartesianOperator(mask, None if maps is None else maps[b : b + 1])
 
-    def project(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Data-consistency step on an image: replace measured coil k-space, then coil-combine.
+    def repeat(self, k: int) -> CartesianOperator:
+        """The operator of a batch in which every item is repeated ``k`` times in a row (the layout of
+        ``y.repeat_interleave(k, 0)``, e.g. K posterior samples per slice)."""
+        if k == 1:
+            return self
+        mask, maps = self._mask, self._maps
+        if mask.ndim == 4 and mask.shape[0] > 1:
+            mask = mask.repeat_interleave(k, 0)
+        return CartesianOperator(mask, None if maps is None else maps.repeat_interleave(k, 0))
 
-        Equals ``x + A^H (y - A x)``. For single-coil data this is the exact orthogonal projection
-        onto ``{x : A x = y}``; with coils (``S^H S = I`` on the support) it is the standard
-        coil-wise replacement of score-MRI (Chung & Ye, MedIA 2022), a non-expansive step.
+    def project_kspace(
+        self, k: torch.Tensor, y: torch.Tensor, lam: float = 1.0, region: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Data consistency in coil k-space: ``k + lam M_r (y - k)``, ``(B, C, H, W)``.
+
+        ``M_r`` is the mask, restricted to ``region`` (boolean, broadcastable) when one is given. With
+        ``lam = 1`` the measured samples are replaced by ``y`` exactly (bit for bit) and the step is
+        idempotent; ``lam < 1`` mixes the proposal with the measurement. Unmeasured samples are kept.
         """
-        return self.combine(ifft2c(self.project_kspace(fft2c(self.coils(x)), y)))
+        m = self._mask_like(k)
+        if region is not None:
+            m = m & region.to(k.device)
+        return torch.where(m, y if lam == 1 else k + lam * (y - k), k)
+
+    def project(
+        self, x: torch.Tensor, y: torch.Tensor, lam: float = 1.0, region: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Data-consistency step on an image: :meth:`project_kspace` on the coil k-space of ``x``, then
+        coil-combine; complex ``(B, H, W)`` -> ``(B, H, W)``. Every consistency method uses it.
+
+        With ``lam = 1`` and no region this equals ``x + A^H (y - A x)``. For single-coil data it is the
+        exact orthogonal projection onto ``{x : A x = y}``; with coils (``S^H S = I`` on the support) it
+        is the standard coil-wise replacement of score-MRI (Chung & Ye, MedIA 2022), a non-expansive step.
+        """
+        return self.combine(ifft2c(self.project_kspace(fft2c(self.coils(x)), y, lam, region)))
 
     def residual(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Relative data-consistency residual ``||A x - y|| / ||y||`` per batch item, ``(B,)``."""

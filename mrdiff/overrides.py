@@ -3,12 +3,13 @@
 Values are YAML, so ``lr=0.5`` is a float, ``channels=[8,16]`` a list and ``init=unet`` a string. PyYAML
 follows YAML 1.1, where ``1e-4`` (no dot) is a *string*; such exponent-only numbers are read as floats.
 Malformed items are a one-line :class:`~mrdiff.errors.InputError`, never a traceback. What a key may
-name is up to the caller (``mrdiff.config.apply_overrides`` checks config sections, ``mrdiff recon``
-the method's parameters).
+name is up to the caller (``mrdiff.config.apply_overrides`` checks config sections, :func:`method_params`
+a method's parameters).
 """
 
 from __future__ import annotations
 
+import inspect
 import re
 from typing import Any
 
@@ -51,3 +52,16 @@ def parse_set(item: str) -> tuple[str, Any]:
 def parse_sets(items: list[str] | None) -> dict[str, Any]:
     """``["a=1", "b.c=x"]`` -> ``{"a": 1, "b.c": "x"}``; a later item wins over an earlier one."""
     return dict(parse_set(item) for item in items or [])
+
+
+def method_params(method: str, target: object, sets: dict) -> dict:
+    """Keep ``--set`` keys for ``method`` (``key`` or ``method.key``); reject keys it does not take."""
+    params = {k.split(".", 1)[1] if k.startswith(method + ".") else k: v for k, v in sets.items()}
+    sig = inspect.signature(target)
+    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        return params
+    known = set(sig.parameters) - {"self", "y", "op"}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise InputError(f"unknown parameter(s) {unknown} for method '{method}' (known: {sorted(known)})")
+    return params

@@ -58,16 +58,6 @@ def estimate_scale(y: torch.Tensor, op: CartesianOperator, iters: int = SCALE_IT
     return image_scale(x).to(y.device) * SCALE_CALIBRATION
 
 
-def _repeat_op(op: CartesianOperator, B: int, K: int) -> CartesianOperator:
-    """The operator for a batch where every item is repeated K times (maps and batched masks)."""
-    if K == 1:
-        return op
-    mask, maps = op.mask, op.maps
-    if mask.ndim == 4 and mask.shape[0] == B and B > 1:
-        mask = mask.repeat_interleave(K, 0)
-    return CartesianOperator(mask, None if maps is None else maps.repeat_interleave(K, 0))
-
-
 def _check(y, method, nfe, samples, generators) -> None:
     if y.ndim != 4 or not y.is_complex():
         raise InputError(f"reconstruct: y must be complex (B, C, H, W), got {tuple(y.shape)} {y.dtype}")
@@ -118,7 +108,7 @@ def reconstruct(
     scale = estimate_scale(y, op).to(y.device)
     y_s = (y / scale[:, None, None, None]).repeat_interleave(K, 0)
     init_s = None if init is None else (init.to(y.device) / scale[:, None, None]).repeat_interleave(K, 0)
-    op_k = _repeat_op(op, B, K)
+    op_k = op.repeat(K)
     gens = [g for g in generators for _ in range(K)]
     sigmas = m.schedule(nfe, float(denoiser.sigma_min), float(denoiser.sigma_max))
     x, sigmas = m.prepare(y_s, op_k, sigmas, gens, init_s)

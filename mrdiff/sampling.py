@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from mrdiff.noise import complex_randn
+from mrdiff.schedules import karras
 
 SAMPLERS = ("ancestral", "ddim", "heun")
 
@@ -189,3 +190,52 @@ def reverse_loop(
         if callback is not None:
             callback(step, x)
     return x, nfe
+
+
+class Unconditional:
+    """The prior's own reverse process as a method of the one loop: no data term, ``x_next`` as proposed
+    (Karras et al. 2022, Alg. 1-2 with the Heun step; DDPM/DDIM with the others)."""
+
+    needs_grad = False
+
+    def __init__(self, sampler: str = "heun", eta: float = 1.0) -> None:
+        if sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler '{sampler}' (choose from {', '.join(SAMPLERS)})")
+        self.sampler, self.eta = sampler, eta
+
+    def __call__(self, step: Step, y, op, generators) -> torch.Tensor:
+        """The prior's proposal ``step.x_next`` unchanged (``y``, ``op`` and ``generators`` are unused)."""
+        return step.x_next
+
+
+def sample_prior(
+    denoiser: Callable,
+    shape: tuple[int, int],
+    steps: int,
+    generators: Sequence[torch.Generator],
+    sampler: str = "heun",
+    sigma_max: float = 80.0,
+    autocast: bool = True,
+) -> torch.Tensor:
+    """Unconditional samples of a prior with the one reverse loop (:class:`Unconditional`).
+
+    Args:
+        denoiser: ``D(x, sigma) -> x0_hat`` with ``sigma_min`` / ``sigma_max`` attributes.
+        shape: image size ``(H, W)``.
+        steps: Karras steps from ``min(sigma_max, denoiser.sigma_max)`` down to ``denoiser.sigma_min``
+            (Heun costs two denoiser calls per step but the last).
+        generators: one per sample; sample b starts at ``sigma * (randn + 1j randn)`` from generator b
+            and draws all its noise from it.
+        sampler: prior step, one of :data:`SAMPLERS`.
+        sigma_max: upper limit of the starting noise level.
+        autocast: bf16 autocast of the denoiser on CUDA.
+
+    Returns:
+        complex64 ``(len(generators), H, W)`` on the generators' device.
+    """
+    sigmas = karras(steps, float(denoiser.sigma_min), min(sigma_max, float(denoiser.sigma_max)))
+    like = torch.zeros(len(generators), *shape, dtype=torch.complex64, device=generators[0].device)
+    x = batch_noise(like, generators) * float(sigmas[0])
+    method = Unconditional(sampler)
+    x, _ = reverse_loop(denoiser, x, sigmas, method, None, None, generators, autocast=autocast)
+    return x

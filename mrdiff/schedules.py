@@ -13,6 +13,7 @@ import math
 import torch
 
 VP_STEPS = 1000
+SCHEDULES = ("karras", "vp-linear", "vp-cosine")  # the names :func:`make` knows
 
 
 def karras(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> torch.Tensor:
@@ -80,12 +81,13 @@ def vp_sigmas(
 
 
 def make(kind: str, n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
-    """A schedule by name: ``edm`` (Karras), ``vp-linear`` or ``vp-cosine`` (clamped to sigma_max)."""
-    if kind == "edm":
+    """A schedule by name (one of :data:`SCHEDULES`): ``karras`` (EDM), or ``vp-linear`` / ``vp-cosine``
+    (clamped to sigma_max)."""
+    if kind == "karras":
         return karras(n, sigma_min, sigma_max, rho)
     if kind in ("vp-linear", "vp-cosine"):
         return vp_sigmas(n, kind[3:], sigma_max=sigma_max)
-    raise ValueError(f"unknown schedule '{kind}' (choose edm, vp-linear, vp-cosine)")
+    raise ValueError(f"unknown schedule '{kind}' (choose {', '.join(SCHEDULES)})")
 
 
 def truncate(sigmas: torch.Tensor, sigma_start: float) -> torch.Tensor:
@@ -148,9 +150,3 @@ def steps_for_nfe(nfe: int, sampler: str) -> int:
 def _check_steps(n: int) -> None:
     if int(n) != n or n < 1:
         raise ValueError(f"number of steps must be a positive integer, got {n}")
-
-
-# Names used by mrdiff.consistency (same functions).
-karras_sigmas = karras
-repaint_schedule = repaint
-count_falls = denoising_steps

@@ -24,6 +24,7 @@ import torch
 from mrdiff.coils import calibration_width, rss
 from mrdiff.errors import InputError
 from mrdiff.fft import ifft2c
+from mrdiff.io import center_crop
 from mrdiff.operators import CartesianOperator
 from mrdiff.resources import package_path
 
@@ -195,9 +196,7 @@ def training_loss(
     y = kspace * mask
     fn = unet_magnitude if kind == "unet" else varnet_magnitude
     out = fn(model, y, mask)
-    h, w = target.shape[-2:]
-    H, W = out.shape[-2:]
-    out = out[..., (H - h) // 2 : (H - h) // 2 + h, (W - w) // 2 : (W - w) // 2 + w]
+    out = center_crop(out, target.shape[-2:])
     scale = target.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
     return ((out - target).abs() / scale).mean()
 

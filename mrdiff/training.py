@@ -6,9 +6,10 @@ in the global batch: a run resumed from a checkpoint continues exactly like an u
 positions ``r*b .. r*b + b - 1``, ``b = batch_size / world_size``). A global batch, its noise and,
 since DDP averages the gradients, every update are then those of a single-process run with the same
 config, up to float summation order: learning rate, EMA and warm-up need no scaling with the number
-of processes. This module never imports ``mrdiff.sampling``
-or ``mrdiff.consistency``; the preview grid uses the small Heun sampler below (Karras et al. 2022,
-Alg. 1). Progress goes to a callback; nothing here prints.
+of processes. This module never imports ``mrdiff.sampling`` or ``mrdiff.consistency``: for a preview
+grid it hands the EMA prior, as a complex-image denoiser, to the callback (``"preview"`` event), which
+samples it with the one reverse loop (``mrdiff.sampling.sample_prior``). Progress goes to the callback;
+nothing here prints.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from mrdiff.data import SliceDataset, patch_items, patch_size_for, training_item
 from mrdiff.errors import InputError
 from mrdiff.losses import Generators, denoising_error, edm_loss, edm_weight
 from mrdiff.noise import make_generator, seed_for
+from mrdiff.priors import wrap_model
 from mrdiff.priors.checkpoint import (
     check_compatible,
     export_prior,
@@ -157,14 +159,13 @@ def train_step(
     return float(loss.detach())
 
 
-def whole_image(model: EDMPrecond, cfg: Config, generator: torch.Generator | None = None) -> Callable:
+def whole_image(model: EDMPrecond, cfg: Config) -> Callable:
     """``model`` as a real-channel denoiser of whole images ``(B, C, H, W)``: itself for a whole-image
-    prior; for a patch prior, the tiling of :class:`mrdiff.priors.patch.PatchDenoiser` (deterministic
-    without ``generator``; with it, offsets and margin noise drawn from it)."""
+    prior; for a patch prior, the deterministic tiling of :class:`mrdiff.priors.patch.PatchDenoiser`."""
     if cfg.model.family != "patch":
         return model
     tiler = PatchDenoiser(model, to_dict(cfg))
-    return lambda x, s: tiler.denoise_channels(x, s, None if generator is None else [generator] * x.shape[0])
+    return lambda x, s: tiler.denoise_channels(x, s, None)
 
 
 @torch.no_grad()
@@ -194,30 +195,6 @@ def validation_losses(model: EDMPrecond, x0: torch.Tensor, cfg: Config, batch: i
         weighted.append(float(edm_weight(torch.tensor(sigma), cfg.model.sigma_data)) * mse)
     out["val_loss"] = sum(weighted) / len(weighted)
     return out
-
-
-def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
-    """Karras et al. 2022, Eq. 5: n descending sigmas followed by 0 (float64, n + 1 entries)."""
-    i = torch.arange(n, dtype=torch.float64) / max(1, n - 1)
-    s = (sigma_max ** (1 / rho) + i * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
-    return torch.cat([s, torch.zeros(1, dtype=torch.float64)])
-
-
-@torch.no_grad()
-def preview_samples(
-    model: EDMPrecond, shape: tuple[int, ...], steps: int, generator: torch.Generator, sigma_max: float = 80.0
-) -> torch.Tensor:
-    """Karras et al. 2022, Alg. 1 (deterministic Heun) for a preview grid; returns (N, C, H, W)."""
-    sigmas = karras_sigmas(steps, 0.002, sigma_max).to(generator.device)
-    x = torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float64) * sigmas[0]
-    for s, s_next in zip(sigmas[:-1], sigmas[1:]):
-        d = (x - model(x.float(), s.float().expand(shape[0])).double()) / s
-        x_next = x + (s_next - s) * d
-        if s_next > 0:
-            d2 = (x_next - model(x_next.float(), s_next.float().expand(shape[0])).double()) / s_next
-            x_next = x + (s_next - s) * (d + d2) / 2
-        x = x_next
-    return x.float()
 
 
 class ThreadTuner:
@@ -360,7 +337,8 @@ def train(
         device: torch device.
         resume: continue from ``out_dir/last.pt``.
         init: a fresh run (not ``resume``) starts from this prior's EMA weights (:func:`init_from_prior`).
-        callback: ``callback(event, info)`` for "step", "val", "preview" and "checkpoint" events.
+        callback: ``callback(event, info)`` for "step", "val", "preview" and "checkpoint" events; a
+            "preview" carries the EMA prior as a complex-image ``denoiser`` to sample from.
         stop_requested: polled every step (e.g. set by a SIGTERM/SIGINT handler).
 
     Returns:
@@ -414,12 +392,7 @@ def train(
             state.history.append(record)
             emit("val", record)
         if rank == 0 and t.preview_every and state.step % t.preview_every == 0:
-            gen = make_generator(seed_for(t.seed, "preview"), device)
-            shape = (t.preview_n, cfg.model.in_channels, cfg.data.resolution, cfg.data.resolution)
-            shape = shape if cfg.model.family == "image" else (*shape[:2], *t.preview_size)
-            model = whole_image(state.ema, cfg, gen)
-            images = preview_samples(model, shape, t.preview_steps, gen, min(80.0, cfg.model.sigma_max))
-            emit("preview", {"step": state.step, "images": images.cpu()})
+            emit("preview", {"step": state.step, "denoiser": wrap_model(state.ema, to_dict(cfg))})
         state.elapsed_s += time.perf_counter() - step_t  # wall time, including validation/previews
         over_time = t.max_minutes > 0 and state.elapsed_s >= 60 * t.max_minutes
         stop = _any_rank(stop_requested() or over_time, device)

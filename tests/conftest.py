@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import sigpy.mri
 import torch
+from fastmri.data.transforms import center_crop  # the reference rule, independent of mrdiff.io
 from skimage.data import shepp_logan_phantom
 from skimage.transform import resize
 
@@ -63,11 +64,6 @@ def simulate(slices=2, coils=4, H=32, W=32, noise=1e-3, seed=0):
     return x, np.broadcast_to(maps, (slices, *maps.shape)).copy(), k.astype(np.complex64), target
 
 
-def _crop(a: np.ndarray, h: int, w: int) -> np.ndarray:
-    H, W = a.shape[-2:]
-    return a[..., (H - h) // 2 : (H - h) // 2 + h, (W - w) // 2 : (W - w) // 2 + w]
-
-
 def write_mock(
     path: Path,
     layout: str = "multicoil",
@@ -90,7 +86,7 @@ def write_mock(
         if single:
             esc = np.abs(ifft2c(torch.from_numpy(k[:, 0])).numpy())
             f.create_dataset("kspace", data=k[:, 0])
-            f.create_dataset("reconstruction_esc", data=_crop(esc, h, w).astype(np.float32))
+            f.create_dataset("reconstruction_esc", data=center_crop(esc, (h, w)).astype(np.float32))
         elif layout == "undersampled":
             mask = np.zeros((H, W), bool)
             mask[:, ::2] = True
@@ -99,7 +95,7 @@ def write_mock(
             f.create_dataset("mask", data=mask)
         else:
             f.create_dataset("kspace", data=k)
-            f.create_dataset("reconstruction_rss", data=_crop(target, h, w).astype(np.float32))
+            f.create_dataset("reconstruction_rss", data=center_crop(target, (h, w)).astype(np.float32))
         if mask_1d is not None:
             f.create_dataset("mask", data=np.asarray(mask_1d))
         if layout in ("prepared", "undersampled"):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from benchmarks.device_check import main
+from mrdiff.config import PRESET_DIR
 from mrdiff.consistency import REGISTRY
 
 SECTIONS = {"agreement", "throughput", "flops", "training"}
@@ -34,8 +34,7 @@ def test_tiny_device_check_writes_json_and_markdown(tmp_path):
     assert {"rows", "matmul", "peak_bf16_tflops"} <= set(sections["flops"])
     assert all("skipped" in r or r["gflop_per_slice"] > 0 for r in sections["flops"]["rows"])
     presets = {r["preset"] for r in sections["training"]["rows"]}
-    preset_dir = Path(__file__).resolve().parents[1] / "recon" / "presets"
-    assert presets == {p.stem for p in preset_dir.glob("*.yaml")}  # every preset
+    assert presets == {p.stem for p in PRESET_DIR.glob("*.yaml")}  # every preset
     assert all("skipped" in r or r["images_per_s"] > 0 for r in sections["training"]["rows"])
     md = (tmp_path / "dc" / "device_check.md").read_text()
     for title in ("## Device", "## CUDA vs CPU agreement", "## Batched throughput", "## Denoiser TFLOP/s"):

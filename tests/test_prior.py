@@ -131,8 +131,8 @@ def test_shipped_priors_load_without_network(name):
 def test_preset_describes_the_shipped_prior():
     """`mrdiff train --config brain-patch-cpu --init mrdiff/weights/brain-patch.pt` (the README's
     fine-tuning example) needs each preset's model to be its shipped prior's."""
+    from mrdiff.config import resolve_config
     from mrdiff.priors.checkpoint import check_compatible
-    from recon.verbs.train import resolve_config
 
     for name, preset in [("brain-patch", "brain-patch-cpu"), ("brain128-cpu", "brain128-cpu")]:
         path = default_prior_path().with_name(f"{name}.pt")

@@ -12,11 +12,13 @@ from mrdiff.noise import make_generator
 from mrdiff.operators import CartesianOperator
 from mrdiff.priors.gaussian import GaussianPrior
 from mrdiff.reconstruct import reconstruct
-from mrdiff.sampling import ddim_coefficients, reverse_loop
+from mrdiff.sampling import batch_noise, ddim_coefficients, reverse_loop, sample_prior
 from mrdiff.schedules import (
-    count_falls,
-    karras_sigmas,
-    repaint_schedule,
+    SCHEDULES,
+    denoising_steps,
+    karras,
+    make,
+    repaint,
     steps_for_nfe,
     truncate,
     vp_alpha_bar,
@@ -46,7 +48,7 @@ def _moments(x):
 
 
 def test_karras_and_vp_schedules():
-    s = karras_sigmas(10, 0.002, 80.0)
+    s = karras(10, 0.002, 80.0)
     assert s.dtype == torch.float64 and s.shape == (11,) and s[-1] == 0
     assert torch.all(s[1:] < s[:-1]) and math.isclose(s[0], 80.0) and math.isclose(s[-2], 0.002)
     for kind in ("linear", "cosine"):
@@ -58,17 +60,28 @@ def test_karras_and_vp_schedules():
     assert vp_sigmas(10, "linear")[0] > 100 and vp_sigmas(10, "linear")[-2] < 0.02
 
 
+def test_method_schedules_by_name():
+    from mrdiff.errors import InputError
+
+    for kind in SCHEDULES:
+        s = REGISTRY["pocs"](schedule=kind).schedule(10, 0.002, 80.0)
+        assert s[-1] == 0 and torch.equal(s, make(kind, 10, 0.002, 80.0))
+    assert torch.equal(make("karras", 10, 0.002, 80.0), karras(10, 0.002, 80.0))
+    with pytest.raises(InputError, match="unknown schedule"):
+        REGISTRY["pocs"](schedule="edm").schedule(10, 0.002, 80.0)
+
+
 def test_truncate_and_repaint_schedule():
-    s = karras_sigmas(10, 0.01, 10.0)
+    s = karras(10, 0.01, 10.0)
     t = truncate(s, 1.0)
     assert t[0] == 1.0 and torch.all(t[1:] < 1.0) and t[-1] == 0 and len(t) == int((s < 1.0).sum()) + 1
     with pytest.raises(ValueError):
         truncate(s, 0.0)
-    r = repaint_schedule(s, jump_length=3, resample=2)
+    r = repaint(s, jump_length=3, resample=2)
     assert r[0] == s[0] and r[-1] == 0
     assert int((r[1:] > r[:-1]).sum()) > 0  # rises re-noise
-    assert count_falls(r) == 10 + 3 * len(range(3, 10, 3))  # each jump re-walks 3 steps once more
-    assert torch.equal(repaint_schedule(s, 3, 1), s)
+    assert denoising_steps(r) == 10 + 3 * len(range(3, 10, 3))  # each jump re-walks 3 steps once more
+    assert torch.equal(repaint(s, 3, 1), s)
 
 
 def test_nfe_mapping():
@@ -88,12 +101,10 @@ def test_ddim_coefficients_match_ddpm_posterior():
 
 @pytest.mark.parametrize("fourier", [False, True])
 def test_heun_unconditional_matches_prior(fourier):
+    """``sample_prior`` (the sampler of `mrdiff sample` and of training previews) draws from the prior."""
     prior = _prior(fourier)
     n = 1000
-    y = torch.zeros(n, 1, H, W, dtype=torch.complex64)
-    op = CartesianOperator(torch.ones(W, dtype=torch.bool))
-    x, used = _run(prior, y, op, REGISTRY["pocs"](lam=0.0, sampler="heun"), 79, n)
-    assert used == 79
+    x = sample_prior(prior, (H, W), 40, [make_generator(i) for i in range(n)], "heun").to(torch.complex128)
     mean, var = _moments(x)
     pvar = prior.covariance().diagonal().real.reshape(H, W)
     assert float(((mean - prior.mean).abs() / (pvar / n).sqrt()).max()) < 4.5
@@ -105,11 +116,26 @@ def test_ancestral_unconditional_variance():
     """DDPM ancestral is first-order accurate: at 100 steps the variance is within ~15%."""
     prior = _prior(False)
     n = 500
-    y = torch.zeros(n, 1, H, W, dtype=torch.complex64)
-    op = CartesianOperator(torch.ones(W, dtype=torch.bool))
-    x, _ = _run(prior, y, op, REGISTRY["pocs"](lam=0.0, sampler="ancestral"), 100, n)
-    ratio = _moments(x)[1] / prior.var
+    x = sample_prior(prior, (H, W), 100, [make_generator(i) for i in range(n)], "ancestral")
+    ratio = _moments(x.to(torch.complex128))[1] / prior.var
     assert 0.8 < float(ratio.mean()) < 1.05
+
+
+def test_unconditional_is_pocs_without_data():
+    """The unconditional method is the loop's prior step alone: POCS with lam = 0 on the same noise
+    (noise-free measurement: sigma_next = 0 throughout, i.e. clean=True) gives the same samples."""
+    prior = _prior(True)
+    gens = lambda: [make_generator(i) for i in range(4)]  # noqa: E731
+    x = sample_prior(prior, (H, W), 6, gens(), "ddim")
+    op = CartesianOperator(torch.ones(W, dtype=torch.bool))
+    y = torch.zeros(4, 1, H, W, dtype=torch.complex64)
+    method = REGISTRY["pocs"](lam=0.0, clean=True, sampler="ddim")
+    sigmas = karras(6, prior.sigma_min, prior.sigma_max)
+    g = gens()
+    start = batch_noise(torch.zeros(4, H, W, dtype=torch.complex64), g) * sigmas[0].item()
+    z, used = reverse_loop(prior, start, sigmas, method, y, op, g)
+    assert used == 6
+    torch.testing.assert_close(x, z, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -193,3 +219,18 @@ def test_cuda_matches_shapes_and_consistency():
     gens = [make_generator(s, "cuda") for s in (1, 2)]
     r = reconstruct(y.cuda(), op_cuda, "pocs", prior, nfe=10, samples=2, generators=gens)
     assert r.mean.is_cuda and r.mean.shape == (2, H, W) and float(r.residual.max()) < 1e-4
+
+
+def test_gaussian_posterior_with_per_item_masks_and_coils():
+    """The exact posterior mean of noiseless data fits each item's own measurements (``op.item``)."""
+    from mrdiff.coils import normalize_maps
+
+    g = make_generator(4)
+    prior = GaussianPrior(torch.zeros(4, 4, dtype=torch.complex128), 0.5 + torch.rand(4, 4, generator=g))
+    mask = torch.rand(2, 1, 4, 4, generator=g) < 0.5
+    maps = normalize_maps(torch.randn(2, 2, 4, 4, generator=g, dtype=torch.complex128))
+    op = CartesianOperator(mask, maps)
+    y = op.A(prior.sample(2, g))
+    mean, var = prior.posterior(y, op)
+    torch.testing.assert_close(op.A(mean), y, atol=1e-8, rtol=0)
+    assert float(var.max()) <= float(prior.var.max()) and float(var.min()) >= 0

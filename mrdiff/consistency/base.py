@@ -14,9 +14,8 @@ from types import MappingProxyType
 import torch
 
 from mrdiff.errors import InputError
-from mrdiff.fft import fft2c, ifft2c
 from mrdiff.sampling import SAMPLERS, Step, batch_noise
-from mrdiff.schedules import make, steps_for_nfe
+from mrdiff.schedules import SCHEDULES, make, steps_for_nfe
 
 BASE_DEFAULTS = {"sampler": "ancestral", "eta": 1.0, "schedule": "karras", "rho": 7.0}
 
@@ -76,12 +75,12 @@ class Consistency:
         return self.params["eta"]
 
     def schedule(self, nfe: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
-        """Sigmas using at most ``nfe`` denoiser calls: Karras (karras/edm), vp-linear or vp-cosine."""
+        """Sigmas using at most ``nfe`` denoiser calls (``schedules.make``: karras, vp-linear, vp-cosine)."""
         n = steps_for_nfe(nfe, self.sampler)
         kind = self.params["schedule"]
-        if kind not in ("karras", "edm", "vp-linear", "vp-cosine"):
-            raise InputError(f"{self.name}: unknown schedule '{kind}' (karras, vp-linear, vp-cosine)")
-        return make("edm" if kind == "karras" else kind, n, sigma_min, sigma_max, self.params["rho"])
+        if kind not in SCHEDULES:
+            raise InputError(f"{self.name}: unknown schedule '{kind}' ({', '.join(SCHEDULES)})")
+        return make(kind, n, sigma_min, sigma_max, self.params["rho"])
 
     def prepare(
         self, y: torch.Tensor, op, sigmas: torch.Tensor, generators: Sequence[torch.Generator], init=None
@@ -102,12 +101,3 @@ def noised_measurement(y, op, sigma: float, generators) -> torch.Tensor:
         return y
     like = torch.zeros(y.shape[:1] + y.shape[-2:], dtype=y.dtype, device=y.device)
     return y + sigma * op.A(batch_noise(like, generators))
-
-
-def replace_kspace(
-    x: torch.Tensor, y: torch.Tensor, op, region: torch.Tensor, lam: float = 1.0
-) -> torch.Tensor:
-    """Coil-wise k-space replacement on ``region``: ``k <- k + lam * region * (y - k)``; ``(B, H, W)``."""
-    k = fft2c(op.coils(x))
-    k = torch.where(region.to(k.device), k + lam * (y - k), k)
-    return op.combine(ifft2c(k))

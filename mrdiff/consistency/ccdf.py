@@ -5,7 +5,7 @@ from __future__ import annotations
 from mrdiff.consistency.pocs import POCS
 from mrdiff.operators import conjugate_gradient
 from mrdiff.sampling import batch_noise
-from mrdiff.schedules import karras_sigmas, steps_for_nfe
+from mrdiff.schedules import karras, steps_for_nfe
 
 
 class CCDF(POCS):
@@ -26,7 +26,7 @@ class CCDF(POCS):
         """Karras sigmas from ``min(sigma_t0, sigma_max)`` down to ``sigma_min``, then 0."""
         n = steps_for_nfe(nfe, self.sampler)
         top = min(self.params["sigma_t0"], sigma_max)
-        return karras_sigmas(n, min(sigma_min, top / 2), top, self.params["rho"])
+        return karras(n, min(sigma_min, top / 2), top, self.params["rho"])
 
     def prepare(self, y, op, sigmas, generators, init=None):
         """Start at ``init + sigma_t0 * z`` (``(B, H, W)``)."""

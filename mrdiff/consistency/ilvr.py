@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from mrdiff.consistency.base import Consistency, noised_measurement, replace_kspace
+from mrdiff.consistency.base import Consistency, noised_measurement
 
 
 def lowpass_region(shape: tuple[int, int], factor: float, device=None) -> torch.Tensor:
@@ -30,6 +30,6 @@ class ILVR(Consistency):
     tunable = {"factor": (1.0, 8.0, "log")}
 
     def __call__(self, step, y, op, generators):
-        region = op.mask.to(y.device) & lowpass_region(tuple(y.shape[-2:]), self.params["factor"], y.device)
+        region = lowpass_region(tuple(y.shape[-2:]), self.params["factor"], y.device)
         y_t = noised_measurement(y, op, step.sigma_next, generators)
-        return replace_kspace(step.x_next, y_t, op, region)
+        return op.project(step.x_next, y_t, region=region)

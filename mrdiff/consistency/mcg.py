@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from mrdiff.consistency.base import Consistency, noised_measurement, replace_kspace
+from mrdiff.consistency.base import Consistency, noised_measurement
 
 
 def residual_gradient(step, y, op) -> tuple[torch.Tensor, torch.Tensor]:
@@ -32,4 +32,4 @@ class MCG(Consistency):
         alpha = (self.params["zeta"] / r.clamp_min(1e-12)).reshape(-1, 1, 1)
         x = step.x_next.detach() - alpha * grad
         y_t = noised_measurement(y, op, step.sigma_next, generators)
-        return replace_kspace(x, y_t, op, op.mask, self.params["lam"])
+        return op.project(x, y_t, self.params["lam"])

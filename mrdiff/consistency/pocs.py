@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mrdiff.consistency.base import Consistency, noised_measurement, replace_kspace
+from mrdiff.consistency.base import Consistency, noised_measurement
 
 
 class POCS(Consistency):
@@ -24,6 +24,6 @@ class POCS(Consistency):
     def __call__(self, step, y, op, generators):
         lam = self.params["lam"]
         if self.params["clean"]:
-            return step.with_x0(replace_kspace(step.x0_hat, y, op, op.mask, lam))
+            return step.with_x0(op.project(step.x0_hat, y, lam))
         y_t = noised_measurement(y, op, step.sigma_next, generators)
-        return replace_kspace(step.x_next, y_t, op, op.mask, lam)
+        return op.project(step.x_next, y_t, lam)

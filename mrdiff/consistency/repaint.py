@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mrdiff.consistency.pocs import POCS
-from mrdiff.schedules import count_falls, karras_sigmas, repaint_schedule
+from mrdiff.schedules import denoising_steps, karras, repaint
 
 
 class RePaint(POCS):
@@ -21,7 +21,7 @@ class RePaint(POCS):
         """The longest jump schedule whose number of falls is at most ``nfe``."""
         j, r = self.params["jump_length"], self.params["resample"]
         for n in range(max(1, nfe // r + 2), 0, -1):
-            sig = repaint_schedule(karras_sigmas(n, sigma_min, sigma_max, self.params["rho"]), j, r)
-            if count_falls(sig) <= nfe or n == 1:
+            sig = repaint(karras(n, sigma_min, sigma_max, self.params["rho"]), j, r)
+            if denoising_steps(sig) <= nfe or n == 1:
                 return sig
         raise ValueError(f"no RePaint schedule fits nfe={nfe}")

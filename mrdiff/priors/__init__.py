@@ -26,12 +26,17 @@ def default_prior_path() -> Path:
     return package_path("mrdiff", "weights", f"{DEFAULT_PRIOR}.pt")
 
 
+def wrap_model(model: EDMPrecond, config: dict) -> Denoiser:
+    """``model`` (real channels) as the complex-image denoiser of its family: :class:`Denoiser` for a
+    whole-image prior, :class:`PatchDenoiser` (tiling) for ``model.family == "patch"``."""
+    family = PatchDenoiser if config["model"]["family"] == "patch" else Denoiser
+    return family(model, config)
+
+
 def build_denoiser(config: dict) -> Denoiser:
-    """A randomly initialised denoiser for a plain config dict: :class:`Denoiser` for a whole-image
-    prior, :class:`PatchDenoiser` (tiling) for ``model.family == "patch"``."""
+    """A randomly initialised denoiser for a plain config dict (see :func:`wrap_model`)."""
     cfg = from_dict(config)
-    family = PatchDenoiser if cfg.model.family == "patch" else Denoiser
-    return family(EDMPrecond(cfg.model), to_dict(cfg))
+    return wrap_model(EDMPrecond(cfg.model), to_dict(cfg))
 
 
 def load_prior(path: str | Path | None = None, device: str | torch.device = "cpu") -> Denoiser:
@@ -68,4 +73,5 @@ __all__ = [
     "build_denoiser",
     "default_prior_path",
     "load_prior",
+    "wrap_model",
 ]

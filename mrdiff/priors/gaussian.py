@@ -76,7 +76,7 @@ class GaussianPrior:
 
         Args:
             y: measured k-space ``(B, C, H, W)``.
-            op: operator ``A`` (mask and maps shared by the batch, or maps ``(B, C, H, W)``).
+            op: operator ``A``; item b is measured by ``op.item(b)`` (its maps and, if per item, its mask).
             sigma_y: measurement noise per real component.
 
         Returns:
@@ -99,15 +99,6 @@ class GaussianPrior:
 
 
 def _dense_rows(op, basis: torch.Tensor, b: int) -> torch.Tensor:
-    """Dense ``A`` for batch item ``b``: ``(C*H*W, H*W)`` (unmeasured rows are zero)."""
-    from mrdiff.operators import CartesianOperator
-
-    maps = op.maps
-    mask = op.mask
-    if mask.ndim == 4 and mask.shape[0] > 1:
-        mask = mask[b : b + 1]
-    sub = CartesianOperator(
-        mask, None if maps is None else maps[b : b + 1].expand(basis.shape[0], -1, -1, -1)
-    )
-    cols = sub.A(basis)  # (n, C, H, W)
+    """Dense ``A`` of batch item ``b`` (``op.item(b)``): ``(C*H*W, H*W)`` (unmeasured rows are zero)."""
+    cols = op.item(b).A(basis)  # (n, C, H, W): item b's maps broadcast over the n basis images
     return cols.reshape(basis.shape[0], -1).T

@@ -55,7 +55,10 @@ class EDMPrecond(nn.Module):
 
 
 def complex_to_channels(x: torch.Tensor, in_channels: int) -> torch.Tensor:
-    """(B, H, W) complex -> (B, 2, H, W) real/imag, or (B, 1, H, W) real part when magnitude-only."""
+    """(B, H, W) complex -> (B, 2, H, W) real/imag, or (B, 1, H, W) real part when magnitude-only.
+
+    The one complex-to-channel conversion (training data use it too, via ``mrdiff.data.to_channels``).
+    """
     if in_channels == 1:
         return x.real.float()[:, None]
     return torch.stack([x.real, x.imag], dim=1).float()

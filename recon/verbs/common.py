@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 import torch
@@ -10,20 +9,7 @@ import torch
 from mrdiff.errors import InputError
 from mrdiff.overrides import parse_sets
 
-__all__ = ["method_params", "output_path", "parse_sets", "pick_device"]
-
-
-def method_params(method: str, target: object, sets: dict) -> dict:
-    """Keep ``--set`` keys for ``method`` (``key`` or ``method.key``); reject keys it does not take."""
-    params = {k.split(".", 1)[1] if k.startswith(method + ".") else k: v for k, v in sets.items()}
-    sig = inspect.signature(target)
-    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
-        return params
-    known = set(sig.parameters) - {"self", "y", "op"}
-    unknown = sorted(set(params) - known)
-    if unknown:
-        raise InputError(f"unknown parameter(s) {unknown} for method '{method}' (known: {sorted(known)})")
-    return params
+__all__ = ["output_path", "parse_sets", "pick_device"]
 
 
 def pick_device(name: str) -> str:

@@ -15,6 +15,7 @@ from mrdiff.baselines import BASELINES
 from mrdiff.errors import InputError
 from mrdiff.io import list_volumes, open_volume, write_reconstruction
 from mrdiff.masks import MASK_KINDS, canonical_kind, sampling_fraction
+from mrdiff.overrides import method_params
 from mrdiff.pipeline import (
     MaskSpec,
     MethodSpec,
@@ -28,7 +29,7 @@ from mrdiff.pipeline import (
     tuning_slices,
 )
 from recon.verbs import SUMMARIES, autotune
-from recon.verbs.common import check_outputs_spare_inputs, method_params, output_path, parse_sets, pick_device
+from recon.verbs.common import check_outputs_spare_inputs, output_path, parse_sets, pick_device
 
 HELP = SUMMARIES["recon"]
 

@@ -26,23 +26,14 @@ HELP = SUMMARIES["sample"]
 
 
 def draw_samples(denoiser, n: int, steps: int, sampler: str, seed: int, size: int) -> torch.Tensor:
-    """Unconditional samples (n, size, size) complex64 with mrdiff.sampling's prior steps.
+    """Unconditional samples (n, size, size) complex64 (:func:`mrdiff.sampling.sample_prior`).
 
     One generator per sample (seeded by ``(seed, i)``), Karras schedule over the prior's sigma range.
     """
-    from mrdiff.sampling import batch_noise, prior_step
-    from mrdiff.schedules import karras
+    from mrdiff.sampling import sample_prior
 
-    device = denoiser.device
-    gens = [make_generator(seed_for(seed, "sample", i), device) for i in range(n)]
-    sigmas = karras(steps, denoiser.sigma_min, min(80.0, denoiser.sigma_max))
-    x = batch_noise(torch.zeros(n, size, size, dtype=torch.complex64, device=device), gens) * float(sigmas[0])
-    levels = [float(s) for s in sigmas]
-    with torch.no_grad():
-        for i, (s, s_next) in enumerate(zip(levels[:-1], levels[1:])):
-            step, _ = prior_step(denoiser, x, s, s_next, gens, i, sampler)
-            x = step.x_next
-    return x.cpu()
+    gens = [make_generator(seed_for(seed, "sample", i), denoiser.device) for i in range(n)]
+    return sample_prior(denoiser, (size, size), steps, gens, sampler).cpu()
 
 
 def normalised_magnitude(x: torch.Tensor) -> torch.Tensor:

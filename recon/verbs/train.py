@@ -16,24 +16,12 @@ import yaml
 from PIL import Image
 
 from mrdiff.atomic import atomic_path
-from mrdiff.config import Config, apply_overrides, from_dict, load_yaml, to_dict
+from mrdiff.config import Config, resolve_config, to_dict
 from mrdiff.errors import InputError
-from mrdiff.resources import package_path
+from mrdiff.noise import make_generator, seed_for
 from recon.verbs import SUMMARIES
 
 HELP = SUMMARIES["train"]
-PRESET_DIR = package_path("recon", "presets")  # package data, so an installed wheel finds it too
-
-
-def resolve_config(name_or_path: str, overrides: list[str]) -> Config:
-    """A preset name (``recon/presets/<name>.yaml``) or a YAML path, with ``a.b=c`` overrides."""
-    path = Path(name_or_path)
-    if not path.suffix and (PRESET_DIR / f"{name_or_path}.yaml").is_file():
-        path = PRESET_DIR / f"{name_or_path}.yaml"
-    if not path.is_file():
-        presets = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
-        raise InputError(f"config '{name_or_path}' is neither a preset ({presets}) nor a YAML file")
-    return from_dict(apply_overrides(load_yaml(path), overrides))
 
 
 def save_grid(images: np.ndarray, path: str | Path, vmax: float = 1.2) -> None:
@@ -73,16 +61,27 @@ def _setup_device(choice: str) -> torch.device:
     return device
 
 
+def preview_samples(denoiser, cfg: Config) -> torch.Tensor:
+    """``train.preview_n`` unconditional samples of ``denoiser`` (deterministic Heun, ``train.preview_steps``
+    steps, one generator per sample seeded from ``train.seed``), complex ``(n, H, W)`` on the CPU: the
+    full resolution for a whole-image prior, ``train.preview_size`` for a patch prior."""
+    from mrdiff.sampling import sample_prior  # here, so that starting `mrdiff train` skips the samplers
+
+    t = cfg.train
+    size = (cfg.data.resolution,) * 2 if cfg.model.family == "image" else tuple(t.preview_size)
+    gens = [make_generator(seed_for(t.seed, "preview", i), denoiser.device) for i in range(t.preview_n)]
+    return sample_prior(denoiser, size, t.preview_steps, gens, "heun").cpu()
+
+
 class _Reporter:
     """Prints progress, appends ``log.jsonl`` and writes preview grids."""
 
-    def __init__(self, out_dir: Path, in_channels: int):
-        self.out_dir, self.in_channels = out_dir, in_channels
+    def __init__(self, out_dir: Path, cfg: Config):
+        self.out_dir, self.cfg = out_dir, cfg
 
     def __call__(self, event: str, info: dict[str, Any]) -> None:
         if event == "preview":
-            x = info["images"]
-            mag = x.norm(dim=1) if self.in_channels == 2 else x[:, 0].abs()
+            mag = preview_samples(info["denoiser"], self.cfg).abs()
             path = self.out_dir / "samples" / f"step{info['step']:07d}.png"
             save_grid(mag.numpy(), path)
             print(f"step {info['step']}: preview grid {path}", flush=True)
@@ -119,7 +118,7 @@ def _lock_run_dir(out_dir: Path) -> Path:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mrdiff train", description=HELP)
-    p.add_argument("--config", required=True, help="preset name (recon/presets/*.yaml) or a YAML file")
+    p.add_argument("--config", required=True, help="preset name (mrdiff/presets/*.yaml) or a YAML file")
     p.add_argument("--data", required=True, help="prepared data root (with train/ and val/) or a dir of .h5")
     p.add_argument("--out", required=True, help="run directory (checkpoints, log.jsonl, samples/)")
     p.add_argument(
@@ -185,7 +184,7 @@ def main(argv: list[str]) -> int:
             device=device,
             resume=args.resume,
             init=args.init,
-            callback=_Reporter(out_dir, cfg.model.in_channels),
+            callback=_Reporter(out_dir, cfg),
             stop_requested=lambda: stop["signal"] != 0,
         )
     finally:
