@@ -19,6 +19,14 @@ from mrdiff.errors import InputError
 
 FORMAT = "mrdiff-prior-v1"
 
+#: ``meta["scale_calibration"]`` of a prior that does not store one: the median ratio
+#: ``image_scale(ground truth) / image_scale(5-step CG-SENSE)`` measured for brain128-cpu on 8 middle
+#: slices of open-brain-128/val (random 1-D masks, 4x and 8x; range 1.13-1.22). The shipped priors
+#: rely on it (their files, whose sha256 is in the model cards, are not rewritten). A prior trained on
+#: other data should store its own (``export_prior(..., meta={"scale_calibration": r})``; measure ``r``
+#: with ``python -m benchmarks.recon_speed --calibrate``).
+DEFAULT_SCALE_CALIBRATION = 1.175
+
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """Write ``state`` atomically (a reader never sees a half-written file; see
@@ -33,6 +41,22 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise InputError(f"checkpoint {path} is not an mrdiff prior (format {FORMAT!r} expected)")
     from_dict(state["config"])  # validates the stored config
     return state
+
+
+def scale_calibration(state: dict[str, Any], path: str | Path = "prior") -> float:
+    """The prior's ``meta["scale_calibration"]`` (default :data:`DEFAULT_SCALE_CALIBRATION`).
+
+    Raises:
+        InputError: the stored value is not a positive finite number.
+    """
+    value = (state.get("meta") or {}).get("scale_calibration", DEFAULT_SCALE_CALIBRATION)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise InputError(f"checkpoint {path}: meta.scale_calibration must be a positive number")
+    return value
 
 
 def check_compatible(

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from mrdiff import __version__
 from mrdiff.baselines import BASELINES
 from mrdiff.errors import InputError
 from mrdiff.io import list_volumes, open_volume, write_reconstruction
@@ -20,6 +19,7 @@ from mrdiff.pipeline import (
     MethodSpec,
     all_methods,
     check_auto,
+    check_init,
     check_method,
     diffusion_methods,
     reconstruct_volume,
@@ -27,6 +27,7 @@ from mrdiff.pipeline import (
     tune_volume,
     tuning_slices,
 )
+from mrdiff.provenance import run_record
 from recon.verbs import SUMMARIES, autotune
 from recon.verbs.common import check_outputs_spare_inputs, method_params, output_path, parse_sets, pick_device
 
@@ -103,22 +104,21 @@ def _slices(text: str | None, n: int) -> list[int] | None:
     return idx
 
 
-def _attrs(args, info, spec: MethodSpec, result, denoiser) -> dict:
+def _attrs(args, info, spec: MethodSpec, result) -> dict:
+    """The output file's attributes: the resolved run (:func:`mrdiff.provenance.run_record`), what it
+    cost and the command-line arguments."""
     return {
-        "method": spec.name,
-        "params": spec.params,
+        **run_record(spec, _mask_spec(args), info.mask is not None),
         "nfe": result.nfe,
-        "samples": spec.samples,
         "seconds_per_slice": result.seconds_per_slice,
         "device": spec.device,
-        "seed": spec.seed,
-        "prior_sha256": getattr(denoiser, "sha256", "") if denoiser is not None else "",
+        "batch": spec.batch,
+        "prior_sha256": getattr(spec.denoiser, "sha256", "") if spec.denoiser is not None else "",
         "mask": "file" if info.mask is not None else args.mask,
         "accel": args.accel,
         "center_fraction": args.center_fraction,
         "sampling_fraction": sampling_fraction(result.mask, info.shape[2:]),
         "acquisition": info.attrs.get("acquisition", ""),
-        "mrdiff_version": __version__,
         "config": {k: str(v) for k, v in vars(args).items()},
     }
 
@@ -127,7 +127,7 @@ def _mask_spec(args) -> MaskSpec:
     return MaskSpec(args.mask, args.accel, args.center_fraction, args.mask_seed)
 
 
-def _run_one(args, path: Path, out_path: Path, spec: MethodSpec, denoiser, bar, auto) -> dict:
+def _run_one(args, path: Path, out_path: Path, spec: MethodSpec, bar, auto) -> dict:
     info = open_volume(path)
     mask_spec = _mask_spec(args)
     slices = _slices(args.slices, info.shape[0])
@@ -141,7 +141,7 @@ def _run_one(args, path: Path, out_path: Path, spec: MethodSpec, denoiser, bar, 
     extras = {"residual": result.residual, "mask": result.mask.numpy(), "zero_filled": result.zero_filled}
     if result.std is not None:
         extras["std"] = result.std
-    attrs = _attrs(args, info, spec, result, denoiser)
+    attrs = _attrs(args, info, spec, result)
     if result.heldout_error is not None:
         extras["heldout_error"] = result.heldout_error
         mean = float(np.mean(result.heldout_error))
@@ -175,6 +175,7 @@ def main(argv: list[str]) -> int:
     infos = [open_volume(f) for f in files]  # validate every input before writing anything
     device = pick_device(args.device)
     params = method_params(args.method, _method_target(args.method), parse_sets(args.set))
+    check_init(args.method, params)
     spec = MethodSpec(args.method, params, None, args.nfe, args.samples, args.seed, device, args.batch)
     auto = autotune.auto_spec(args)
     heldout = None if args.no_heldout else autotune.heldout_split(args)
@@ -194,7 +195,7 @@ def main(argv: list[str]) -> int:
     reports = {}
     with tqdm(total=total, desc=f"recon {args.method}", unit="slice", disable=None) as bar:
         for f, o in todo:
-            reports[str(o)] = _run_one(args, f, o, spec, denoiser, bar, auto)
+            reports[str(o)] = _run_one(args, f, o, spec, bar, auto)
     summary = {"written": [str(o) for _, o in todo], "skipped": len(files) - len(todo)}
     print(json.dumps({**summary, "files": reports} if heldout or auto else summary))
     return 0
