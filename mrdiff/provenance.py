@@ -10,8 +10,11 @@ the file's own) and the software (mrdiff version, git commit when run from a che
 from __future__ import annotations
 
 import functools
+import json
 import subprocess
 from pathlib import Path
+
+import h5py
 
 from mrdiff import __version__
 from mrdiff.pipeline import (
@@ -107,3 +110,37 @@ def run_record(spec: MethodSpec, mask_spec: MaskSpec, mask_from_file: bool) -> d
         "mrdiff_version": __version__,
         "git_commit": git_commit(),
     }
+
+
+#: the attributes that identify a request (what ``--resume`` compares; costs and timings excluded)
+REQUEST_KEYS = ("method", "params_set", "nfe_requested", "samples", "seed", "mask_spec")
+
+
+def request_of(record: dict) -> dict:
+    """The part of a :func:`run_record` that identifies the request (with the prior's sha256)."""
+    out = {k: record[k] for k in REQUEST_KEYS}
+    out["prior_sha256"] = (record.get("prior") or {}).get("sha256", "")
+    return out
+
+
+def mismatch(path: str | Path, record: dict, slices: int) -> str | None:
+    """Why the existing output ``path`` is not a finished run of ``record`` on ``slices`` slices
+    (unreadable, no ``reconstruction``, wrong slice count, another request), or None if it is."""
+    try:
+        with h5py.File(path, "r") as f:
+            n = f["reconstruction"].shape[0] if "reconstruction" in f else None
+            attrs = {k: f.attrs[k] for k in (*REQUEST_KEYS, "prior") if k in f.attrs}
+    except OSError:
+        return "not a readable HDF5 file"
+    if n is None:
+        return "no 'reconstruction' dataset"
+    if n != slices:
+        return f"{n} slice(s), {slices} requested"
+    stored = {k: json.loads(v) if isinstance(v, str) and v[:1] in "{[" else v for k, v in attrs.items()}
+    if set(REQUEST_KEYS) - set(stored):
+        return "written without a record of its request"
+    stored = {k: v.item() if hasattr(v, "item") else v for k, v in stored.items()}
+    wanted = json.loads(json.dumps(request_of(record)))
+    got = request_of({**stored, "prior": stored.get("prior") or {}})
+    diffs = [k for k in wanted if got.get(k) != wanted[k]]
+    return f"written by another request ({', '.join(diffs)} differ)" if diffs else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import tempfile
 from pathlib import Path
 
 import torch
@@ -10,7 +11,7 @@ import torch
 from mrdiff.errors import InputError
 from mrdiff.overrides import parse_sets
 
-__all__ = ["method_params", "output_path", "parse_sets", "pick_device"]
+__all__ = ["check_destination", "method_params", "output_path", "parse_sets", "pick_device"]
 
 
 def method_params(method: str, target: object, sets: dict) -> dict:
@@ -51,3 +52,22 @@ def check_outputs_spare_inputs(pairs: list[tuple[Path, Path]]) -> None:
             raise InputError(
                 f"--out {out} is an input file; choose another output (inputs are never overwritten)"
             )
+
+
+def check_destination(out: Path) -> None:
+    """InputError (one line, before any compute) unless the file ``out`` can be written: it is not a
+    directory, its nearest existing ancestor is a directory (not a file used as a folder), and a file
+    can be created there (a read-only directory, or one whose parent cannot be created, fails)."""
+    if out.is_dir():
+        raise InputError(f"--out {out} is a directory; give an .h5 file name (or a directory input)")
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"--out {out}: {parent} is a file, not a directory")
+    try:
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as err:
+        reason = err.strerror or err.__class__.__name__
+        raise InputError(f"--out {out}: cannot write in {parent} ({reason})") from None
