@@ -2,7 +2,8 @@
 
 Per volume: both target and reconstruction are centre-cropped to ``(W, W)`` with ``W`` the target's
 last dimension (``(H, W)`` when the target is wider than tall, where fastMRI's crop is undefined),
-then NMSE, PSNR and SSIM come from ``fastmri.evaluate`` (per-volume maximum of the target as data range; SSIM averaged over slices). Over volumes: mean and ``2 * stddev`` from
+then NMSE, PSNR and SSIM come from ``fastmri.evaluate`` (per-volume maximum of the target as data
+range; SSIM averaged over slices). Over volumes: mean and ``2 * stddev`` from
 ``runstats.Statistics``, as fastMRI's ``Metrics`` class reports them.
 """
 
