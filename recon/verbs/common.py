@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import signal
 import tempfile
 from pathlib import Path
 
@@ -11,7 +13,14 @@ import torch
 from mrdiff.errors import InputError
 from mrdiff.overrides import parse_sets
 
-__all__ = ["check_destination", "method_params", "output_path", "parse_sets", "pick_device"]
+__all__ = [
+    "sigterm_as_interrupt",
+    "check_destination",
+    "method_params",
+    "output_path",
+    "parse_sets",
+    "pick_device",
+]
 
 
 def method_params(method: str, target: object, sets: dict) -> dict:
@@ -71,3 +80,22 @@ def check_destination(out: Path) -> None:
     except OSError as err:
         reason = err.strerror or err.__class__.__name__
         raise InputError(f"--out {out}: cannot write in {parent} ({reason})") from None
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Within the block, SIGTERM (a scheduler's or ``kill``'s stop) acts like Ctrl-C: the output being
+    written is discarded by its atomic write, finished outputs stay, and the command exits 130."""
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        old = signal.signal(signal.SIGTERM, on_term)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
