@@ -180,3 +180,113 @@ def test_accel_inf_is_refused(multicoil_h5, tmp_path, capsys):
         capsys, "recon", multicoil_h5, "--method", "zf", "--out", tmp_path / "o.h5", "--accel", "inf"
     )
     assert code == 2 and "accel" in err
+
+
+def test_orphan_partials_are_removed_live_ones_kept(tmp_path):
+    """A killed writer's ``.NAME.PID.partial`` goes at the next write of NAME; a live writer's stays."""
+    import subprocess
+    import sys
+
+    from mrdiff.atomic import atomic_path
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    dead_pid = int(dead.stdout)
+    orphan = tmp_path / f".r.h5.{dead_pid}.partial"
+    live = tmp_path / f".r.h5.{os.getppid()}.partial"
+    other = tmp_path / f".other.h5.{dead_pid}.partial"
+    for p in (orphan, live, other):
+        p.write_bytes(b"half")
+    with atomic_path(tmp_path / "r.h5") as tmp:
+        tmp.write_bytes(b"done")
+    assert not orphan.exists() and live.exists() and other.exists()
+    assert (tmp_path / "r.h5").read_bytes() == b"done"
+
+
+def test_version(capsys):
+    from mrdiff import __version__
+
+    assert main(["--version"]) == 0 and capsys.readouterr().out.strip() == f"mrdiff {__version__}"
+
+
+def test_numba_gets_a_writable_cache_without_a_writable_home(tmp_path):
+    from recon.cli import numba_cache_fallback
+
+    env = {"HOME": "/proc/no-such-home"}
+    numba_cache_fallback(env)
+    assert env["NUMBA_CACHE_DIR"].startswith(str(Path(__import__("tempfile").gettempdir())))
+    env = {"HOME": str(tmp_path)}
+    numba_cache_fallback(env)
+    assert "NUMBA_CACHE_DIR" not in env
+    env = {"HOME": "/proc/x", "NUMBA_CACHE_DIR": "/mine"}
+    numba_cache_fallback(env)
+    assert env["NUMBA_CACHE_DIR"] == "/mine"
+
+
+@pytest.mark.parametrize("values, ok", [([0.3, 0.6], False), ([0.0, 1.0], True)])
+def test_float_masks_must_be_zero_or_one(values, ok, make_h5, tmp_path, capsys):
+    mask = np.tile(np.asarray(values, np.float32), 16)  # width 32
+    mask[12:20] = 1.0  # a fully sampled centre for the coil maps
+    path = make_h5("fm.h5", mask_1d=mask)
+    code, _, err = _run(capsys, "recon", path, "--method", "zf", "--out", tmp_path / "o.h5", "--no-heldout")
+    assert (code == 0) if ok else (code == 2 and "only 0 and 1" in err), err
+
+
+def _train_args(tmp_path, *extra):
+    from test_train import TINY, write_volumes
+
+    write_volumes(tmp_path / "data" / "train")
+    (tmp_path / "tiny.yaml").write_text(json.dumps(TINY))
+    return ["train", "--config", tmp_path / "tiny.yaml", "--data", tmp_path / "data", *extra]
+
+
+@pytest.mark.parametrize("bad", ["train.lr=-1", "train.ema_decay=1.5", "train.max_steps=0"])
+def test_bad_training_numbers_are_one_line_errors(bad, tmp_path, capsys):
+    code, _, err = _run(capsys, *_train_args(tmp_path, "--out", tmp_path / "run", "--set", bad))
+    assert code == 2 and bad.split("=")[0] in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_failed_start_leaves_no_run_folder(tmp_path, capsys):
+    """--init with a prior that does not fit the config fails inside training: no run folder stays."""
+    from test_train import TINY
+
+    from mrdiff.config import from_dict, to_dict
+    from mrdiff.priors import build_denoiser
+    from mrdiff.priors.checkpoint import export_prior
+
+    other = to_dict(from_dict({**TINY, "model": {**TINY["model"], "channels": [8, 24]}}))
+    export_prior(
+        {"config": other, "step": 1, "ema": build_denoiser(other).model.state_dict()}, tmp_path / "p.pt"
+    )
+    code, _, err = _run(
+        capsys, *_train_args(tmp_path, "--out", tmp_path / "run", "--init", tmp_path / "p.pt")
+    )
+    assert code == 2 and "does not match" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_log_has_each_step_once_after_a_resume(tmp_path, capsys):
+    """A killed run logged steps after its last checkpoint; the resumed run logs them again: the log
+    keeps one line per step (and drops a line the kill cut short)."""
+    args = _train_args(tmp_path, "--out", tmp_path / "run")
+    assert _run(capsys, *args, "--set", "train.max_steps=3")[0] == 0  # checkpoint at step 3
+    log = tmp_path / "run" / "log.jsonl"
+    with open(log, "a") as f:  # what a run killed at step 5 had logged after its checkpoint
+        f.write(json.dumps({"event": "step", "step": 4, "loss": 9.0}) + "\n")
+        f.write('{"event": "step", "st')
+    assert _run(capsys, *args, "--set", "train.max_steps=6", "--resume")[0] == 0
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    steps = [e["step"] for e in events if e["event"] == "step"]
+    assert steps == [2, 4, 6] and all(e.get("loss") != 9.0 for e in events)
+
+
+def test_sample_checks_its_destination_before_sampling(tmp_path, capsys, monkeypatch):
+    import mrdiff.priors
+
+    def no_prior(*a, **k):
+        raise AssertionError("loaded the prior before the destination was checked")
+
+    monkeypatch.setattr(mrdiff.priors, "load_prior", no_prior)
+    (tmp_path / "afile").write_text("x")
+    code, _, err = _run(capsys, "sample", "--out", tmp_path / "afile" / "g.png", "-n", "1")
+    assert code == 2 and "is a file, not a directory" in err and "Traceback" not in err
