@@ -116,31 +116,40 @@ def run_record(spec: MethodSpec, mask_spec: MaskSpec, mask_from_file: bool) -> d
 REQUEST_KEYS = ("method", "params_set", "nfe_requested", "samples", "seed", "mask_spec")
 
 
-def request_of(record: dict) -> dict:
-    """The part of a :func:`run_record` that identifies the request (with the prior's sha256)."""
-    out = {k: record[k] for k in REQUEST_KEYS}
+def request_of(record: dict, slices: list[int] | None = None, tuned: bool = False) -> dict:
+    """The part of a :func:`run_record` that identifies the request: :data:`REQUEST_KEYS`, the prior's
+    sha256, the slice subset (None: all) and whether parameters were tuned per volume (``--auto``)."""
+    out = {k: record.get(k) for k in REQUEST_KEYS}
     out["prior_sha256"] = (record.get("prior") or {}).get("sha256", "")
-    return out
+    return json.loads(json.dumps({**out, "slices": slices, "auto": bool(tuned)}))
 
 
-def mismatch(path: str | Path, record: dict, slices: int) -> str | None:
-    """Why the existing output ``path`` is not a finished run of ``record`` on ``slices`` slices
-    (unreadable, no ``reconstruction``, wrong slice count, another request), or None if it is."""
+def _stored_request(path: str | Path) -> tuple[int | None, dict | None]:
+    """``(slices in 'reconstruction' or None, the request recorded in the attributes or None)``."""
+    with h5py.File(path, "r") as f:
+        n = f["reconstruction"].shape[0] if "reconstruction" in f else None
+        attrs = {k: f.attrs[k] for k in (*REQUEST_KEYS, "prior", "slices") if k in f.attrs}
+        tuned = "auto" in f.attrs
+    if set(REQUEST_KEYS) - set(attrs):
+        return n, None
+    values = {k: v.item() if hasattr(v, "item") else v for k, v in attrs.items()}
+    values = {k: json.loads(v) if isinstance(v, str) and v[:1] in "{[" else v for k, v in values.items()}
+    return n, request_of(values, values.get("slices"), tuned)
+
+
+def mismatch(path: str | Path, request: dict, n_slices: int) -> str | None:
+    """Why the existing output ``path`` is not a finished run of ``request`` (:func:`request_of`) on
+    ``n_slices`` slices (unreadable, no ``reconstruction``, wrong slice count, no record, another
+    request), or None if it is one."""
     try:
-        with h5py.File(path, "r") as f:
-            n = f["reconstruction"].shape[0] if "reconstruction" in f else None
-            attrs = {k: f.attrs[k] for k in (*REQUEST_KEYS, "prior") if k in f.attrs}
+        n, stored = _stored_request(path)
     except OSError:
         return "not a readable HDF5 file"
     if n is None:
         return "no 'reconstruction' dataset"
-    if n != slices:
-        return f"{n} slice(s), {slices} requested"
-    stored = {k: json.loads(v) if isinstance(v, str) and v[:1] in "{[" else v for k, v in attrs.items()}
-    if set(REQUEST_KEYS) - set(stored):
+    if n != n_slices:
+        return f"{n} slice(s), {n_slices} requested"
+    if stored is None:
         return "written without a record of its request"
-    stored = {k: v.item() if hasattr(v, "item") else v for k, v in stored.items()}
-    wanted = json.loads(json.dumps(request_of(record)))
-    got = request_of({**stored, "prior": stored.get("prior") or {}})
-    diffs = [k for k in wanted if got.get(k) != wanted[k]]
+    diffs = [k for k in request if stored.get(k) != request[k]]
     return f"written by another request ({', '.join(diffs)} differ)" if diffs else None

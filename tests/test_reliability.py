@@ -119,6 +119,11 @@ def test_resume_redoes_empty_foreign_and_other_request_outputs(make_h5, tmp_path
         assert f.attrs["method"] == "zf"
     code, stdout, _ = _run(capsys, *argv, "--resume", "--accel", "2")  # another mask: all redone
     assert code == 0 and json.loads(stdout.strip().splitlines()[-1])["skipped"] == 0
+    assert _run(capsys, *argv, "--accel", "2", "--slices", "0")[0] == 0
+    code, stdout, err = _run(capsys, *argv, "--resume", "--accel", "2", "--slices", "1")  # same count
+    assert code == 0 and json.loads(stdout.strip().splitlines()[-1])["skipped"] == 0 and "slices" in err
+    code, stdout, _ = _run(capsys, *argv, "--resume", "--accel", "2", "--slices", "1")
+    assert code == 0 and json.loads(stdout.strip().splitlines()[-1])["skipped"] == 4
 
 
 def _info(H, W):

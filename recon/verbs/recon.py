@@ -29,7 +29,7 @@ from mrdiff.pipeline import (
     tune_volume,
     tuning_slices,
 )
-from mrdiff.provenance import mismatch, run_record
+from mrdiff.provenance import mismatch, request_of, run_record
 from recon.verbs import SUMMARIES, autotune
 from recon.verbs.common import (
     check_destination,
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume",
         action="store_true",
         help="skip inputs whose output is a finished run of this same request (method, parameters, NFE, "
-        "samples, seeds, mask, prior, slices); any other existing output is redone",
+        "samples, seeds, mask, prior, slices, --auto); any other existing output is redone",
     )
     p.add_argument(
         "--keep-going",
@@ -238,7 +238,10 @@ def _unfinished(todo, infos: dict, args, spec: MethodSpec) -> list:
             out.append((f, o))
             continue
         record = run_record(spec, _mask_spec(args), infos[f].mask is not None)
-        reason = mismatch(o, record, _n_slices(args, infos[f]))
+        request = request_of(
+            record, _slices(args.slices, infos[f].shape[0]), autotune.auto_spec(args) is not None
+        )
+        reason = mismatch(o, request, _n_slices(args, infos[f]))
         if reason is not None:
             print(f"mrdiff recon: redoing {o}: {reason}", file=sys.stderr)
             out.append((f, o))
