@@ -144,10 +144,15 @@ class SliceData:
 
 
 def read_slice(info: VolumeInfo, index: int) -> SliceData:
-    """Read one slice (memory bounded by the slice) and check it is finite and non-zero."""
-    with h5py.File(info.path, "r") as f:
-        k = np.asarray(f["kspace"][index])
-        target = np.asarray(f[info.target_key][index], np.float32) if info.target_key else None
+    """Read one slice (memory bounded by the slice) and check it is finite and non-zero; a slice whose
+    stored bytes are damaged (e.g. a compressed chunk that no longer decodes) is an InputError."""
+    try:
+        with h5py.File(info.path, "r") as f:
+            k = np.asarray(f["kspace"][index])
+            target = np.asarray(f[info.target_key][index], np.float32) if info.target_key else None
+    except (OSError, KeyError) as err:
+        reason = str(err).splitlines()[0][:120] if str(err) else err.__class__.__name__
+        raise InputError(f"{info.path}: cannot read slice {index} ({reason})") from None
     if info.single_coil:
         k = k[None]
     if not np.isfinite(k).all():

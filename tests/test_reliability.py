@@ -77,6 +77,22 @@ def _folder(make_h5, tmp_path):
     return src
 
 
+def test_a_damaged_slice_is_a_clear_error(make_h5, tmp_path, capsys):
+    """Bytes damaged inside a compressed chunk: the file opens, reading that slice fails (one line)."""
+    path = make_h5("ok.h5", slices=3)
+    with h5py.File(path, "a") as f:
+        k = f["kspace"][()]
+        del f["kspace"]
+        f.create_dataset("kspace", data=k, chunks=(1, *k.shape[1:]), compression="gzip")
+    data = bytearray(path.read_bytes())
+    with h5py.File(path) as f:
+        offset = f["kspace"].id.get_chunk_info(2).byte_offset  # the last slice's chunk
+    data[offset + 20 : offset + 400] = b"\x55" * 380
+    path.write_bytes(bytes(data))
+    code, _, err = _run(capsys, "recon", path, "--method", "zf", "--out", tmp_path / "o.h5", "--no-heldout")
+    assert code == 2 and "cannot read slice 2" in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_keep_going_is_the_default_for_a_folder(make_h5, tmp_path, capsys):
     src, out = _folder(make_h5, tmp_path), tmp_path / "out"
     code, stdout, err = _run(capsys, "recon", src, "--method", "zf", "--out", out, "--no-heldout")
