@@ -14,10 +14,9 @@ import time
 
 import torch
 
-from mrdiff.config import apply_overrides, from_dict, load_yaml
+from mrdiff.config import PRESET_DIR, apply_overrides, from_dict, load_yaml
 from mrdiff.data import augment, load_slices
 from mrdiff.noise import make_generator
-from recon.verbs.train import PRESET_DIR
 
 OPTIONS = ("tissue", "affine", "elastic", "noise")
 
@@ -32,7 +31,7 @@ def _per_image_ms(images: torch.Tensor, cfg, n: int, seed: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, help="directory of prepared .h5 volumes")
-    p.add_argument("--config", default="brain-patch-cpu", help="preset name (recon/presets)")
+    p.add_argument("--config", default="brain-patch-cpu", help="preset name (mrdiff/presets)")
     p.add_argument("--images", type=int, default=32, help="images per round")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (the best is reported)")
     args = p.parse_args(argv)

@@ -43,7 +43,9 @@ def read_params(path: Path | None) -> dict:
     return methods
 
 
-def method_config(label: str, table: dict, nfe: int | None = None, samples: int | None = None) -> MethodConfig:
+def method_config(
+    label: str, table: dict, nfe: int | None = None, samples: int | None = None
+) -> MethodConfig:
     """The row ``label``: from the params table, else the registered method with defaults.
 
     ``nfe`` (when given) overrides the table's NFE of a diffusion method; ``samples`` (when given) the

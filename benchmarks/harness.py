@@ -30,6 +30,7 @@ from mrdiff.io import VolumeInfo, center_crop, read_slice, write_reconstruction
 from mrdiff.masks import MASK_KINDS, sampling_fraction
 from mrdiff.metrics import volume_metrics
 from mrdiff.pipeline import AutoSpec, MaskSpec, MethodSpec, maps_key, reconstruct_volume, volume_mask
+from mrdiff.provenance import run_record
 from mrdiff.tuning import Split
 
 #: fastMRI's centre fractions for 1-D masks (4x: 8%, 8x: 4%); 2-D Poisson keeps an 8% square
@@ -170,9 +171,9 @@ def run_cell(
             }
         result = reconstruct_volume(info, vspec, cell.mask_spec, idx, maps_cache=maps_cache)
         attrs = {
+            **run_record(vspec, cell.mask_spec, info.mask is not None),
             "method": m.label,
             "base_method": m.name,
-            "params": vspec.params,
             "nfe": result.nfe,
             "seconds_per_slice": result.seconds_per_slice,
             "device": device,

@@ -21,11 +21,12 @@ import numpy as np
 import torch
 
 from mrdiff.atomic import atomic_path
+from mrdiff.checkpoints import load_torch, sha256_file
 from mrdiff.io import center_crop, list_volumes, open_volume, read_slice
 from mrdiff.masks import make_mask
 from mrdiff.metrics import volume_metrics
 from mrdiff.noise import make_generator
-from mrdiff.supervised import PRESETS, build_model, file_sha256, save_checkpoint, training_loss
+from mrdiff.supervised import PRESETS, build_model, save_checkpoint, training_loss
 
 TRAIN_MASKS = ((4, 0.08), (8, 0.04))
 
@@ -68,7 +69,7 @@ def load_state(path: Path, model, opt) -> dict:
     """Resume from ``path`` if it exists; returns ``{step, elapsed, losses}``."""
     if not path.exists():
         return {"step": 0, "elapsed": 0.0, "losses": []}
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = load_torch(path)
     model.load_state_dict(ckpt["state_dict"])
     opt.load_state_dict(ckpt["optimizer"])
     return {"step": int(ckpt["step"]), "elapsed": float(ckpt["elapsed"]), "losses": list(ckpt["losses"])}
@@ -76,8 +77,7 @@ def load_state(path: Path, model, opt) -> dict:
 
 def save_state(path: Path, kind: str, model, opt, state: dict) -> None:
     """Atomic resumable checkpoint."""
-    with atomic_path(path) as tmp:
-        save_checkpoint(tmp, kind, model, PRESETS[kind], {"optimizer": opt.state_dict(), **state})
+    save_checkpoint(path, kind, model, PRESETS[kind], {"optimizer": opt.state_dict(), **state})
 
 
 @torch.no_grad()
@@ -166,10 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.ship is not None:
         model, state = out["model"], out["state"]
         val = evaluate(args.kind, model, slice_index(args.data / "val"), args.val_slices)
-        with atomic_path(args.ship) as tmp:
-            info = {"step": state["step"], "elapsed": state["elapsed"], "val": json.dumps(val)}
-            save_checkpoint(tmp, args.kind, model, PRESETS[args.kind], info)
-        sha = file_sha256(args.ship)
+        info = {"step": state["step"], "elapsed": state["elapsed"], "val": json.dumps(val)}
+        save_checkpoint(args.ship, args.kind, model, PRESETS[args.kind], info)
+        sha = sha256_file(args.ship)
         n_params = sum(p.numel() for p in model.parameters())
         card = model_card(args, state, len(out["index"]), val, sha, n_params)
         with atomic_path(args.ship.with_suffix(".md")) as tmp:

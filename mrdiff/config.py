@@ -12,6 +12,7 @@ to and from plain dicts (stored inside checkpoints), loads from YAML, and accept
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -264,6 +265,23 @@ def validate(cfg: Config) -> None:
         raise InputError(f"train.workers must be >= 0, got {cfg.train.workers}")
     if cfg.train.batch_size < 1 or cfg.train.ckpt_every < 1 or cfg.train.log_every < 1:
         raise InputError("train.batch_size, train.ckpt_every and train.log_every must be >= 1")
+    _validate_optimiser(cfg.train)
+
+
+def _validate_optimiser(t: TrainConfig) -> None:
+    """The optimiser's numbers: a positive finite lr, betas and ema_decay in [0, 1), sane counts."""
+    if not 0 < t.lr < math.inf:
+        raise InputError(f"train.lr must be a positive number, got {t.lr}")
+    if not (0 <= t.betas[0] < 1 and 0 <= t.betas[1] < 1):
+        raise InputError(f"train.betas must lie in [0, 1), got {t.betas}")
+    if not 0 <= t.ema_decay < 1:
+        raise InputError(f"train.ema_decay must lie in [0, 1), got {t.ema_decay}")
+    if t.max_steps < 1 or t.warmup_steps < 0 or not t.grad_clip >= 0 or not t.weight_decay >= 0:
+        raise InputError(
+            "need train.max_steps >= 1, warmup_steps >= 0, grad_clip >= 0 (0: off), weight_decay >= 0"
+        )
+    if not 0 <= t.max_minutes < math.inf:
+        raise InputError(f"train.max_minutes must be >= 0 (0: no limit), got {t.max_minutes}")
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

@@ -86,11 +86,19 @@ def parse_recon_size(header: str | bytes) -> tuple[int, int] | None:
 
 
 def _read_mask(f: h5py.File, path: Path, H: int, W: int) -> torch.Tensor | None:
+    """The file's ``mask`` as bool; it must be boolean or hold only 0 and 1 (a float mask of sampling
+    probabilities or weights would otherwise count every non-zero line as measured)."""
     if "mask" not in f:
         return None
     m = np.asarray(f["mask"][()])
     if m.shape not in ((W,), (H, W)):
         raise InputError(f"{path}: mask shape {m.shape} does not match k-space (H, W) = ({H}, {W})")
+    if m.dtype != bool and not np.isin(m, (0, 1)).all():
+        odd = m[~np.isin(m, (0, 1))]
+        raise InputError(
+            f"{path}: mask must hold only 0 and 1 (true/false), found {odd.size} other value(s), "
+            f"e.g. {odd.flat[0]!r}"
+        )
     return torch.from_numpy(m != 0)
 
 
@@ -136,10 +144,15 @@ class SliceData:
 
 
 def read_slice(info: VolumeInfo, index: int) -> SliceData:
-    """Read one slice (memory bounded by the slice) and check it is finite and non-zero."""
-    with h5py.File(info.path, "r") as f:
-        k = np.asarray(f["kspace"][index])
-        target = np.asarray(f[info.target_key][index], np.float32) if info.target_key else None
+    """Read one slice (memory bounded by the slice) and check it is finite and non-zero; a slice whose
+    stored bytes are damaged (e.g. a compressed chunk that no longer decodes) is an InputError."""
+    try:
+        with h5py.File(info.path, "r") as f:
+            k = np.asarray(f["kspace"][index])
+            target = np.asarray(f[info.target_key][index], np.float32) if info.target_key else None
+    except (OSError, KeyError) as err:
+        reason = str(err).splitlines()[0][:120] if str(err) else err.__class__.__name__
+        raise InputError(f"{info.path}: cannot read slice {index} ({reason})") from None
     if info.single_coil:
         k = k[None]
     if not np.isfinite(k).all():

@@ -1,8 +1,9 @@
 """fastMRI evaluation metrics, computed exactly as ``fastmri/evaluate.py`` does.
 
 Per volume: both target and reconstruction are centre-cropped to ``(W, W)`` with ``W`` the target's
-last dimension, then NMSE, PSNR and SSIM come from ``fastmri.evaluate`` (per-volume maximum of the
-target as data range; SSIM averaged over slices). Over volumes: mean and ``2 * stddev`` from
+last dimension (``(H, W)`` when the target is wider than tall, where fastMRI's crop is undefined),
+then NMSE, PSNR and SSIM come from ``fastmri.evaluate`` (per-volume maximum of the target as data
+range; SSIM averaged over slices). Over volumes: mean and ``2 * stddev`` from
 ``runstats.Statistics``, as fastMRI's ``Metrics`` class reports them.
 """
 
@@ -18,8 +19,10 @@ METRIC_NAMES = ("NMSE", "PSNR", "SSIM")
 
 
 def crop_like_fastmri(target: np.ndarray, recon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Centre-crop both volumes ``(S, H, W)`` to ``(W_t, W_t)`` as ``evaluate.evaluate`` does."""
-    size = (target.shape[-1], target.shape[-1])
+    """Centre-crop both volumes ``(S, H, W)`` to ``(W_t, W_t)`` as ``evaluate.evaluate`` does; a target
+    wider than tall (``H_t < W_t``) keeps its height, ``(H_t, W_t)``."""
+    h, w = target.shape[-2:]
+    size = (min(h, w), w)
     return center_crop(target, size), center_crop(recon, size)
 
 

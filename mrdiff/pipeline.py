@@ -13,6 +13,7 @@ import hashlib
 import importlib
 import inspect
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -27,6 +28,13 @@ from mrdiff.masks import make_mask
 from mrdiff.noise import make_generator, seed_for
 from mrdiff.operators import CartesianOperator
 from mrdiff.tuning import Split, TuneResult, check_tunable, fold_errors, holdout_sets, tune
+
+#: CCDF's initialiser when the user names none (``--set init=...`` chooses another)
+DEFAULT_INIT = "cs-l1"
+#: a whole-image prior is refused on inputs more than this factor larger or smaller than its training
+#: size (a 32-px prior on 128^2 data did worse than zero-filling); within it, it runs with a warning
+#: (brain128-cpu at 256^2 is a published comparison). A patch prior works at any size.
+MAX_RESOLUTION_RATIO = 2.0
 
 
 @dataclass(frozen=True)
@@ -120,12 +128,61 @@ def method_tunable(name: str) -> dict:
 
 def method_defaults(name: str) -> dict:
     """A method's default parameter values (the starting point of a search)."""
-    if name in BASELINES:
-        sig = inspect.signature(BASELINES[name]).parameters.values()
+    if name in BASELINES or name in supervised_methods():
+        fn = BASELINES.get(name) or supervised_methods()[name]
+        sig = inspect.signature(fn).parameters.values()
         out = {p.name: p.default for p in sig if p.default is not inspect.Parameter.empty}
         return {**out, "lamda": DEFAULT_LAMBDA[name]} if name in DEFAULT_LAMBDA else out
     cls = diffusion_methods().get(name)
     return dict(cls.defaults) if cls is not None else {}
+
+
+def init_method(name: str, params: dict) -> str | None:
+    """The baseline a diffusion method starts from: ``params["init"]``, else :data:`DEFAULT_INIT` for
+    a method that needs one (CCDF), else None."""
+    if name not in diffusion_methods():
+        return None
+    init = params.get("init")
+    if init is None and getattr(diffusion_methods()[name], "needs_init", False):
+        return DEFAULT_INIT
+    return init
+
+
+def check_init(name: str, params: dict) -> None:
+    """InputError (one line, before any compute) for an ``init`` the method cannot use: on a method
+    that does not start from a baseline, or naming something other than a baseline/supervised method."""
+    init = params.get("init")
+    if init is None:
+        return
+    if not getattr(diffusion_methods().get(name), "needs_init", False):
+        takers = [n for n, c in diffusion_methods().items() if getattr(c, "needs_init", False)]
+        raise InputError(f"method '{name}' takes no init (only {', '.join(takers)} start from a baseline)")
+    choices = [*BASELINES, *supervised_methods()]
+    if init not in choices:
+        raise InputError(
+            f"init '{init}' is not a baseline or supervised method (choose from {', '.join(choices)})"
+        )
+
+
+def check_prior_fits(denoiser: object | None, info: VolumeInfo) -> None:
+    """Check a diffusion prior's training resolution and family against an input's ``(H, W)``.
+
+    A patch prior (``model.family == "patch"``) fits any size. A whole-image prior trained at ``r``
+    runs with a :class:`UserWarning` on another size within :data:`MAX_RESOLUTION_RATIO`, and is
+    refused beyond it (InputError). Denoisers without a training config (test doubles) pass.
+    """
+    config = getattr(denoiser, "config", None) or {}
+    if "model" not in config or config["model"].get("family", "image") == "patch":
+        return
+    r, (H, W) = int(config["data"]["resolution"]), info.shape[2:]
+    if (H, W) == (r, r):
+        return
+    what = f"{info.path}: {H}x{W} input, but the prior is a whole-image prior trained at {r}x{r}"
+    if max(H, W) / r > MAX_RESOLUTION_RATIO or r / min(H, W) > MAX_RESOLUTION_RATIO:
+        raise InputError(
+            f"{what} (more than {MAX_RESOLUTION_RATIO:g}x off; use a patch prior, e.g. the default)"
+        )
+    warnings.warn(f"{what}; results may be worse than at its own size", UserWarning, stacklevel=2)
 
 
 def central_slices(pool: list[int], count: int) -> list[int]:
@@ -232,11 +289,9 @@ def _run_method(spec: MethodSpec, y, op, generators) -> dict:
         return {"mean": sup[spec.name](y, op, **spec.params), "std": None, "nfe": 1}
     from mrdiff.reconstruct import reconstruct
 
-    params = dict(spec.params)
-    init = None
-    init_name = params.pop("init", None)
-    if init_name is not None or getattr(diffusion_methods()[spec.name], "needs_init", False):
-        init = _run_method(MethodSpec(init_name or "cs-l1"), y, op, generators)["mean"]
+    params = {k: v for k, v in spec.params.items() if k != "init"}
+    init_name = init_method(spec.name, spec.params)
+    init = None if init_name is None else _run_method(MethodSpec(init_name), y, op, generators)["mean"]
     res = reconstruct(
         y,
         op,
@@ -277,6 +332,9 @@ def reconstruct_volume(
     with ``(spec.seed, file name, slice)`` so results do not depend on the batching.
     """
     check_method(spec.name)
+    check_init(spec.name, spec.params)
+    if spec.name in diffusion_methods():
+        check_prior_fits(spec.denoiser, info)
     mask = volume_mask(info, mask_spec)
     slices = list(range(info.shape[0])) if slices is None else slices
     sets = _first_fold(mask, info, heldout)

@@ -1,11 +1,13 @@
 """Diffusion reconstruction entry point (contract 3): normalise, sample K posterior draws, un-normalise.
 
-Scale: ``image_scale`` (99th percentile of |x|) of a 5-iteration CG-SENSE estimate, times
-``SCALE_CALIBRATION``, so the prior sees images with the range it was trained on. The calibration is
-the median ratio ``image_scale(ground truth) / image_scale(estimate)`` measured on `val` (8 middle
-slices of open-brain-128/val, random 1-D masks at 4x and 8x, centre fraction 0.08: median 1.175,
-range 1.13-1.22; ``python -m benchmarks.recon_speed --calibrate --accel 4,8 --slices 8``). The scale
-is applied once to ``y`` (and ``init``) and undone once on the outputs.
+Scale: ``image_scale`` (99th percentile of |x|) of a 5-iteration CG-SENSE estimate, times the prior's
+``scale_calibration``, so the prior sees images with the range it was trained on. The calibration
+belongs to the prior (its file's ``meta``; priors without one use
+``mrdiff.priors.checkpoint.DEFAULT_SCALE_CALIBRATION`` = 1.175, the median ratio
+``image_scale(ground truth) / image_scale(estimate)`` measured for brain128-cpu on `val`: 8 middle
+slices of open-brain-128/val, random 1-D masks at 4x and 8x, centre fraction 0.08, range 1.13-1.22;
+``python -m benchmarks.recon_speed --calibrate --accel 4,8 --slices 8``). The scale is applied once to
+``y`` (and ``init``) and undone once on the outputs.
 
 Method defaults were tuned on `val` only (``benchmarks/recon_speed.py``): DDS eta 1.0 and 3 CG steps,
 best at 10-20 NFE (50 NFE was 0.8 dB worse); CCDF sigma_t0 0.15 from the CS-L1 baseline at 10 NFE;
@@ -22,11 +24,11 @@ import torch
 from mrdiff.consistency import REGISTRY
 from mrdiff.errors import InputError
 from mrdiff.operators import CartesianOperator, conjugate_gradient
+from mrdiff.priors.checkpoint import DEFAULT_SCALE_CALIBRATION
 from mrdiff.sampling import reverse_loop
 from mrdiff.scaling import image_scale
 
 SCALE_ITERS = 5
-SCALE_CALIBRATION = 1.175
 
 
 @dataclass(frozen=True)
@@ -49,13 +51,19 @@ class ReconResult:
     samples: torch.Tensor | None = None
 
 
-def estimate_scale(y: torch.Tensor, op: CartesianOperator, iters: int = SCALE_ITERS) -> torch.Tensor:
-    """Per-item scale ``(B,)``: ``image_scale`` of a ``iters``-step CG-SENSE image, times the calibration."""
+def estimate_scale(
+    y: torch.Tensor,
+    op: CartesianOperator,
+    iters: int = SCALE_ITERS,
+    calibration: float = DEFAULT_SCALE_CALIBRATION,
+) -> torch.Tensor:
+    """Per-item scale ``(B,)``: ``image_scale`` of a ``iters``-step CG-SENSE image, times
+    ``calibration`` (the prior's ``scale_calibration``)."""
     x = op.AH(y)
     if iters > 0:
         s0 = image_scale(x).to(x.device)[:, None, None]
         x = conjugate_gradient(op.normal, x / s0, iters=iters) * s0
-    return image_scale(x).to(y.device) * SCALE_CALIBRATION
+    return image_scale(x).to(y.device) * calibration
 
 
 def _check(y, method, nfe, samples, generators) -> None:
@@ -105,7 +113,8 @@ def reconstruct(
     _check(y, method, nfe, samples, generators)
     B, K = y.shape[0], samples
     m = REGISTRY[method](**(params or {}))
-    scale = estimate_scale(y, op).to(y.device)
+    calibration = float(getattr(denoiser, "scale_calibration", DEFAULT_SCALE_CALIBRATION))
+    scale = estimate_scale(y, op, calibration=calibration).to(y.device)
     y_s = (y / scale[:, None, None, None]).repeat_interleave(K, 0)
     init_s = None if init is None else (init.to(y.device) / scale[:, None, None]).repeat_interleave(K, 0)
     op_k = op.repeat(K)

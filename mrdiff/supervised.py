@@ -15,12 +15,12 @@ with ``op``'s maps (VarNet). Checkpoints hold tensors and plain types only (``we
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from mrdiff.checkpoints import load_torch, save_torch, sha256_file
 from mrdiff.coils import calibration_width, rss
 from mrdiff.errors import InputError
 from mrdiff.fft import ifft2c
@@ -116,10 +116,10 @@ def _to_y(y: torch.Tensor) -> torch.Tensor:
 def save_checkpoint(
     path: str | Path, kind: str, model: torch.nn.Module, config: dict, extra: dict | None = None
 ) -> None:
-    """Write ``{kind, config, state_dict, **extra}`` (tensors and plain types only)."""
-    torch.save(
-        {"kind": kind, "config": dict(config), "state_dict": model.state_dict(), **(extra or {})}, path
-    )
+    """Atomically write ``{kind, config, state_dict, **extra}`` (tensors and plain types only; an
+    interrupted save leaves the previous file intact, see :func:`mrdiff.checkpoints.save_torch`)."""
+    state = {"kind": kind, "config": dict(config), "state_dict": model.state_dict(), **(extra or {})}
+    save_torch(state, path)
 
 
 def load_model(kind: str, path: str | Path | None = None, device: str = "cpu") -> torch.nn.Module:
@@ -127,21 +127,13 @@ def load_model(kind: str, path: str | Path | None = None, device: str = "cpu") -
     path = Path(path) if path else WEIGHTS_DIR / DEFAULT_WEIGHTS[kind]
     if not path.exists():
         raise InputError(f"{path}: no {kind} weights (train them with benchmarks/train_supervised.py)")
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except Exception as err:  # torch raises many types for corrupt or foreign files
-        raise InputError(f"{path}: not a loadable checkpoint ({err.__class__.__name__})") from None
+    ckpt = load_torch(path, device, what=f"{kind} checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("kind") != kind or "state_dict" not in ckpt:
         raise InputError(f"{path}: not a mrdiff {kind} checkpoint")
     model = build_model(kind, ckpt["config"])
     model.load_state_dict(ckpt["state_dict"])
-    model.sha256 = file_sha256(path)
+    model.sha256 = sha256_file(path)
     return model.to(device).eval()
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 _CACHE: dict[tuple[str, str, str], torch.nn.Module] = {}

@@ -10,8 +10,12 @@ status 2 (130 on Ctrl-C), never a traceback; so does a verb whose imports are mi
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+import tempfile
+from pathlib import Path
 
+from mrdiff import __version__
 from mrdiff.errors import InputError
 from recon.verbs import SUMMARIES
 
@@ -29,14 +33,29 @@ VERBS: dict[str, str] = {
 
 
 def _usage() -> str:
-    lines = ["usage: mrdiff VERB [options]   (mrdiff VERB --help for a verb's options)", "", "verbs:"]
+    lines = ["usage: mrdiff VERB [options]   (mrdiff VERB --help for a verb's options; mrdiff --version)"]
+    lines += ["", "verbs:"]
     lines += [f"  {verb:<8} {SUMMARIES[verb]}" for verb in VERBS]
     return "\n".join(lines)
+
+
+def numba_cache_fallback(environ: dict = os.environ) -> None:
+    """Give numba (loaded by sigpy) a writable cache when the home directory is not writable: without
+    one, a user with no writable HOME and a read-only install gets a numba cache traceback."""
+    if environ.get("NUMBA_CACHE_DIR"):
+        return
+    home = Path(environ.get("HOME") or "/nonexistent")
+    if not os.access(home, os.W_OK):
+        environ["NUMBA_CACHE_DIR"] = str(Path(tempfile.gettempdir()) / f"mrdiff-numba-{os.getuid()}")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Dispatch ``argv`` (default ``sys.argv[1:]``) to a verb; return the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    numba_cache_fallback()
+    if argv[:1] == ["--version"]:
+        print(f"mrdiff {__version__}")
+        return 0
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0 if argv else 2

@@ -141,7 +141,7 @@ def test_config_rejects_bad_ranges():
 
 
 def test_only_the_patch_preset_turns_the_augmentation_on():
-    from recon.verbs.train import PRESET_DIR, resolve_config
+    from mrdiff.config import PRESET_DIR, resolve_config
 
     for path in sorted(PRESET_DIR.glob("*.yaml")):
         d = resolve_config(path.stem, []).data

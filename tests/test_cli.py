@@ -52,7 +52,8 @@ def test_recon_sense_beats_zf_on_mock(capsys, tmp_path, multicoil_h5):
             "0.25",
         ]
         assert run(capsys, *argv)[0] == 0
-        _, stdout, _ = run(capsys, "eval", "--target", multicoil_h5, "--pred", out, "--json")
+        code, stdout, err = run(capsys, "eval", "--target", multicoil_h5, "--pred", out, "--json")
+        assert code == 0, err
         ssim[method] = json.loads(stdout)["SSIM"]
     assert ssim["sense"] > ssim["zf"]
 
@@ -61,7 +62,8 @@ def test_same_mask_for_every_method(capsys, tmp_path, multicoil_h5):
     masks = []
     for method in ("zf", "sense"):
         out = tmp_path / f"{method}.h5"
-        run(capsys, "recon", multicoil_h5, "--method", method, "--out", out)
+        code, _, err = run(capsys, "recon", multicoil_h5, "--method", method, "--out", out)
+        assert code == 0, err
         with h5py.File(out) as f:
             masks.append(f["mask"][()])
     np.testing.assert_array_equal(masks[0], masks[1])

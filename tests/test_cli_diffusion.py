@@ -70,11 +70,70 @@ def test_seed_changes_samples(fake_prior, tmp_path, multicoil_h5):
     assert not np.array_equal(h5py.File(a)["reconstruction"][()], h5py.File(b)["reconstruction"][()])
 
 
-def test_ccdf_gets_a_baseline_init(fake_prior, tmp_path, multicoil_h5, capsys):
-    code, out = _recon(tmp_path, multicoil_h5, "c.h5", "--method", "ccdf", "--set", "init=sense")
+@pytest.mark.parametrize("init", [None, "sense"])
+def test_ccdf_starts_from_its_baseline(fake_prior, tmp_path, multicoil_h5, capsys, monkeypatch, init):
+    """The named initialiser (or the implicit cs-l1) is the very image CCDF is started from, and the
+    file records it with its parameters."""
+    import mrdiff.pipeline as pipeline
+    import mrdiff.reconstruct as rec
+
+    name = init or pipeline.DEFAULT_INIT
+    made, given = [], []
+    baseline, real_rec = pipeline.BASELINES[name], rec.reconstruct
+    monkeypatch.setitem(
+        pipeline.BASELINES, name, lambda y, op, **k: made.append(baseline(y, op, **k)) or made[-1]
+    )
+    monkeypatch.setattr(rec, "reconstruct", lambda *a, **k: given.append(k["init"]) or real_rec(*a, **k))
+    extra = ["--set", f"init={init}"] if init else []
+    code, out = _recon(tmp_path, multicoil_h5, "c.h5", "--method", "ccdf", "--no-heldout", *extra)
+    assert code == 0, capsys.readouterr().err
+    assert len(made) == len(given) == 2 and all(torch.equal(a, b) for a, b in zip(made, given))
+    with h5py.File(out) as f:
+        assert json.loads(f.attrs["init"]) == {"method": name, "params": pipeline.method_defaults(name)}
+        assert json.loads(f.attrs["params_set"]) == ({"init": init} if init else {})
+
+
+@pytest.mark.parametrize(
+    "value, words", [("nonsense", "not a baseline or supervised method"), ("pocs", "not a baseline")]
+)
+def test_bad_init_is_a_one_line_error(fake_prior, tmp_path, multicoil_h5, capsys, value, words):
+    code, out = _recon(tmp_path, multicoil_h5, "i.h5", "--method", "ccdf", "--set", f"init={value}")
+    err = capsys.readouterr().err
+    assert code == 2 and words in err and "Traceback" not in err and not out.exists()
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_init_on_a_method_that_starts_from_noise_is_refused(fake_prior, tmp_path, multicoil_h5, capsys):
+    code, out = _recon(tmp_path, multicoil_h5, "i.h5", "--method", "pocs", "--set", "init=sense")
+    assert code == 2 and "takes no init" in capsys.readouterr().err and not out.exists()
+
+
+def test_output_records_the_resolved_run(fake_prior, tmp_path, multicoil_h5, capsys):
+    """The file alone says how to rerun it: resolved parameters, NFE, K, prior, mask spec and seed,
+    mrdiff version and commit."""
+    from mrdiff import __version__
+    from mrdiff.consistency import REGISTRY
+
+    argv = ["--method", "dds", "--set", "cg_iters=2", "--samples", "2", "--seed", "5", "--mask-seed", "3"]
+    code, out = _recon(tmp_path, multicoil_h5, "r.h5", *argv, "--accel", "2", "--no-heldout")
     assert code == 0, capsys.readouterr().err
     with h5py.File(out) as f:
-        assert json.loads(f.attrs["params"]) == {"init": "sense"}
+        a = {
+            k: json.loads(v) if k in ("params", "params_set", "prior", "mask_spec", "init") else v
+            for k, v in f.attrs.items()
+        }
+    assert a["params"] == {**dict(REGISTRY["dds"]().params), "cg_iters": 2} and a["params_set"] == {
+        "cg_iters": 2
+    }
+    assert a["method"] == "dds" and a["init"] == {} and a["nfe_requested"] == 6 and a["samples"] == 2
+    assert a["seed"] == 5 and a["mask_spec"] == {
+        "kind": "random",
+        "accel": 2.0,
+        "center_fraction": 0.08,
+        "seed": 3,
+    }
+    assert a["prior"]["sha256"] == "f" * 64 and a["prior"]["scale_calibration"] == 1.175
+    assert a["mrdiff_version"] == __version__ and isinstance(a["git_commit"], str)
 
 
 def test_unknown_diffusion_parameter(fake_prior, tmp_path, multicoil_h5, capsys):
@@ -96,9 +155,9 @@ def test_samples_default_is_the_methods(fake_prior, tmp_path, multicoil_h5, caps
 
 def test_kept_samples_average_to_the_mean(multicoil_h5):
     """reconstruct's K samples are what it averages: their mean is the returned mean."""
-    from mrdiff.reconstruct import reconstruct
-    from mrdiff.pipeline import _batch, volume_mask, MaskSpec
     from mrdiff.io import open_volume
+    from mrdiff.pipeline import MaskSpec, _batch, volume_mask
+    from mrdiff.reconstruct import reconstruct
 
     info = open_volume(multicoil_h5)
     y, op = _batch(info, [0], volume_mask(info, MaskSpec("random", 4.0, 0.08)), "cpu", None)

@@ -97,21 +97,42 @@ def test_same_seed_identical_and_batch_independent(name):
     assert torch.allclose(one.mean, a.mean[1:], rtol=1e-4, atol=1e-5)
 
 
-def test_methods_declare_what_the_loop_needs():
-    assert {n for n, c in REGISTRY.items() if c.needs_grad} == {"mcg", "dps"}
-    assert REGISTRY["ccdf"].needs_init
-    for cls in REGISTRY.values():
-        first = cls.__doc__.strip().splitlines()[0]
-        assert any(str(year) in first for year in range(2020, 2025)), first
+class _GradSpy:
+    """The Gaussian prior, recording whether autograd was on at each call."""
+
+    def __init__(self, prior):
+        self.prior, self.grad = prior, []
+        self.sigma_min, self.sigma_max = prior.sigma_min, prior.sigma_max
+
+    def __call__(self, x, sigma, *args):
+        self.grad.append(torch.is_grad_enabled())
+        return self.prior(x, sigma)
 
 
-def test_ccdf_starts_near_init_and_spends_budget_below_t0():
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_the_loop_does_what_methods_declare(name):
+    """``needs_grad``: the denoiser runs under autograd for exactly those methods (MCG, DPS);
+    ``needs_init``: the result depends on ``init`` for exactly those (CCDF)."""
     prior, op, y, x = _problem(False)
-    m = REGISTRY["ccdf"](sigma_t0=0.5)
+    spy = _GradSpy(prior)
+    a = reconstruct(y, op, name, spy, nfe=6, generators=_gens(2), init=x, params=PARAMS.get(name))
+    assert set(spy.grad) == {REGISTRY[name].needs_grad}
+    b = reconstruct(y, op, name, prior, nfe=6, generators=_gens(2), init=0 * x, params=PARAMS.get(name))
+    assert torch.equal(a.mean, b.mean) != REGISTRY[name].needs_init
+
+
+def test_ccdf_starts_at_init_plus_sigma_t0_noise_and_spends_budget_below_t0():
+    """The start is ``init + sigma_t0 z`` (RMS distance sigma_t0 sqrt(2), sigma per real component);
+    a CCDF that ignored ``init`` (10 CG-SENSE steps instead) would start ~1 away."""
+    prior, op, y, x = _problem(False)
+    m = REGISTRY["ccdf"](sigma_t0=0.05)
     sig = m.schedule(10, prior.sigma_min, prior.sigma_max)
-    assert abs(float(sig[0]) - 0.5) < 1e-12 and len(sig) == 11 and sig[-1] == 0
+    assert abs(float(sig[0]) - 0.05) < 1e-12 and len(sig) == 11 and sig[-1] == 0
     start, _ = m.prepare(y, op, sig, _gens(2), init=x)
-    assert float((start - x).abs().pow(2).mean().sqrt()) < 2 * 0.5 * 1.5
+    rms = float((start - x).abs().pow(2).mean().sqrt())
+    assert abs(rms / (0.05 * 2**0.5) - 1) < 0.15
+    ignored, _ = m.prepare(y, op, sig, _gens(2), init=None)
+    assert float((ignored - x).abs().pow(2).mean().sqrt()) > 5 * rms  # the bound above can tell them apart
 
 
 def test_repaint_and_heun_respect_nfe_budget():

@@ -174,9 +174,12 @@ def test_killed_rank_leaves_the_last_checkpoint_loadable(runs):
     )
     try:
         deadline = time.monotonic() + 90
-        while not (out / "last.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        # last.pt and then prior.pt are written at each checkpoint: wait for both (under load a kill
+        # right after last.pt appeared could land before the first prior.pt)
+        done = lambda: (out / "last.pt").exists() and (out / "prior.pt").exists()  # noqa: E731
+        while not done() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert (out / "last.pt").exists(), "no checkpoint before the deadline"
+        assert done(), "no checkpoint before the deadline"
         os.kill(int((out / ".lock").read_text()), signal.SIGKILL)  # rank 0: the writer
         assert proc.wait(timeout=90) != 0
     finally:

@@ -75,3 +75,18 @@ def test_perfect_reconstruction():
     t = np.random.default_rng(0).random((2, 8, 8)).astype(np.float32) + 0.1
     m = volume_metrics(t, t.copy())
     assert m["NMSE"] == 0 and m["SSIM"] == pytest.approx(1.0) and np.isinf(m["PSNR"])
+
+
+def test_target_wider_than_tall_is_scored_whole(tmp_path, make_h5, capsys):
+    """A 127 x 131 target cannot be cropped to fastMRI's (W, W): it is scored on (H, W), also by
+    `mrdiff recon` + `mrdiff eval` end to end (this was `ValueError: Invalid shapes`)."""
+    from recon.cli import main
+
+    t, p = _volumes(1, shape=(2, 127, 131))[0]
+    m = volume_metrics(t, p)
+    assert m["NMSE"] == pytest.approx(float(evaluate.nmse(t, p)), abs=1e-6)
+    assert m["SSIM"] == pytest.approx(float(evaluate.ssim(t, p)[0]), abs=1e-6)
+    src = make_h5("wide.h5", layout="singlecoil", H=27, W=31)
+    out = tmp_path / "wide_out.h5"
+    assert main(["recon", str(src), "--method", "zf", "--out", str(out), "--no-heldout"]) == 0
+    assert main(["eval", "--target", str(src), "--pred", str(out), "--json"]) == 0, capsys.readouterr().err

@@ -184,8 +184,12 @@ def test_simulation_truth_and_noise_level():
     np.testing.assert_array_equal(noisy.rss, clean.rss)  # same seed: same phase, same truth
     noise = noisy.kspace - clean.kspace
     assert abs(noise.real.std() / noisy.sigma - 1) < 0.1 and abs(noise.imag.std() / noisy.sigma - 1) < 0.1
-    signal = noisy.rss[noisy.rss > 0.1 * noisy.rss.max()].mean()
-    assert np.isclose(20 * np.log10(signal / noisy.sigma), 20.0, atol=1e-3)
+    # the SNR measured on the produced data (object intensity of the clean coil images over the noise
+    # std measured per real component), not re-derived from the reported sigma
+    signal_img = np.sqrt((np.abs(coil_imgs) ** 2).sum(0))
+    signal = signal_img[signal_img > 0.1 * signal_img.max()].mean()
+    measured = np.sqrt((noise.real.var() + noise.imag.var()) / 2)
+    assert abs(20 * np.log10(signal / measured) - 20.0) < 0.3
 
 
 def test_images_only_matches_the_full_simulation_image():

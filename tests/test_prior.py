@@ -211,3 +211,30 @@ def test_sample_verb_with_a_guide_records_it(tmp_path):
     assert guidance["guide_sha256"] == sha256_file(path)
     assert main(args[:-1] + [str(tmp_path / "missing.pt")]) == 2
     assert main(args + ["--guidance", "0.5"]) == 2
+
+
+def test_scale_calibration_comes_from_the_prior(tmp_path, monkeypatch):
+    """A prior's ``meta.scale_calibration`` is what reconstruction multiplies the scale by; a prior
+    without one (every shipped prior) gets the documented default 1.175."""
+    import mrdiff.reconstruct as rec
+    from mrdiff.operators import CartesianOperator
+    from mrdiff.priors.checkpoint import DEFAULT_SCALE_CALIBRATION
+
+    config = to_dict(from_dict(SMALL))
+    state = {"config": config, "step": 3, "ema": build_denoiser(config).model.state_dict()}
+    export_prior(state, tmp_path / "own.pt", meta={"scale_calibration": 2.5})
+    assert load_prior(tmp_path / "own.pt").scale_calibration == 2.5
+    assert load_prior(_prior_file(tmp_path, config)).scale_calibration == DEFAULT_SCALE_CALIBRATION == 1.175
+    assert load_prior(None).scale_calibration == 1.175  # shipped weights: the default, files unchanged
+    export_prior(state, tmp_path / "bad.pt", meta={"scale_calibration": -1})
+    with pytest.raises(InputError, match="scale_calibration"):
+        load_prior(tmp_path / "bad.pt")
+    seen = []
+    real = rec.estimate_scale
+    monkeypatch.setattr(rec, "estimate_scale", lambda *a, **k: seen.append(k["calibration"]) or real(*a, **k))
+    y = complex_randn((1, 1, 32, 32), make_generator(5))
+    op = CartesianOperator(torch.ones(32, dtype=torch.bool))
+    rec.reconstruct(y, op, "pocs", load_prior(tmp_path / "own.pt"), nfe=2, generators=[make_generator(6)])
+    assert seen == [2.5]
+    scale = rec.estimate_scale(y, op, calibration=1.0)
+    torch.testing.assert_close(rec.estimate_scale(y, op, calibration=2.5), 2.5 * scale)

@@ -12,7 +12,7 @@ import torch
 
 from mrdiff.config import from_dict, to_dict
 from mrdiff.errors import InputError
-from mrdiff.priors.checkpoint import load_checkpoint, load_weights, sha256_file
+from mrdiff.priors.checkpoint import load_checkpoint, load_weights, scale_calibration, sha256_file
 from mrdiff.priors.patch import PatchDenoiser
 from mrdiff.priors.precond import Denoiser, EDMPrecond
 from mrdiff.resources import package_path
@@ -47,7 +47,9 @@ def load_prior(path: str | Path | None = None, device: str | torch.device = "cpu
         device: where the weights go.
 
     Returns:
-        Denoiser with ``sha256``, ``sigma_min``, ``sigma_max`` and ``config`` set.
+        Denoiser with ``sha256``, ``sigma_min``, ``sigma_max``, ``config``, ``scale_calibration``
+        (from the prior's ``meta``, see :func:`~mrdiff.priors.checkpoint.scale_calibration`) and
+        ``source`` (the file's path) set.
     """
     path = default_prior_path() if path is None else Path(path)
     if not path.exists() and path == default_prior_path():
@@ -61,6 +63,8 @@ def load_prior(path: str | Path | None = None, device: str | torch.device = "cpu
     weights = {k: v.float() if v.is_floating_point() else v for k, v in state["ema"].items()}
     load_weights(denoiser.model, weights, path)  # fp16-stored priors are computed in fp32
     denoiser.sha256 = sha256_file(path)
+    denoiser.scale_calibration = scale_calibration(state, path)
+    denoiser.source = str(path)
     denoiser.eval().requires_grad_(False)
     return denoiser.to(device)
 

@@ -7,55 +7,56 @@ that needs unpickling of arbitrary objects is refused with a clear error.
 
 from __future__ import annotations
 
-import hashlib
-import pickle
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from mrdiff.atomic import atomic_path
+from mrdiff.checkpoints import load_torch, save_torch, sha256_file
 from mrdiff.config import from_dict, to_dict
 from mrdiff.errors import InputError
 
 FORMAT = "mrdiff-prior-v1"
 
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+#: ``meta["scale_calibration"]`` of a prior that does not store one: the median ratio
+#: ``image_scale(ground truth) / image_scale(5-step CG-SENSE)`` measured for brain128-cpu on 8 middle
+#: slices of open-brain-128/val (random 1-D masks, 4x and 8x; range 1.13-1.22). The shipped priors
+#: rely on it (their files, whose sha256 is in the model cards, are not rewritten). A prior trained on
+#: other data should store its own (``export_prior(..., meta={"scale_calibration": r})``; measure ``r``
+#: with ``python -m benchmarks.recon_speed --calibrate``).
+DEFAULT_SCALE_CALIBRATION = 1.175
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
-    """Write ``state`` atomically (a reader never sees a half-written file)."""
-    with atomic_path(path) as tmp:
-        torch.save(dict(state, format=FORMAT), tmp)
+    """Write ``state`` atomically (a reader never sees a half-written file; see
+    :func:`mrdiff.checkpoints.save_torch`)."""
+    save_torch(dict(state, format=FORMAT), path)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint safely; InputError if missing, not a checkpoint, or holding pickled objects."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"checkpoint {path} does not exist")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else "unpickling error"
-        raise InputError(
-            f"checkpoint {path} holds pickled Python objects, not only tensors and plain types; "
-            f"refusing to load it ({first[:160]})"
-        ) from err
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise InputError(f"checkpoint {path} is not a readable torch file ({str(err)[:160]})") from err
+    state = load_torch(path, map_location)
     if not isinstance(state, dict) or state.get("format") != FORMAT or "config" not in state:
         raise InputError(f"checkpoint {path} is not an mrdiff prior (format {FORMAT!r} expected)")
     from_dict(state["config"])  # validates the stored config
     return state
+
+
+def scale_calibration(state: dict[str, Any], path: str | Path = "prior") -> float:
+    """The prior's ``meta["scale_calibration"]`` (default :data:`DEFAULT_SCALE_CALIBRATION`).
+
+    Raises:
+        InputError: the stored value is not a positive finite number.
+    """
+    value = (state.get("meta") or {}).get("scale_calibration", DEFAULT_SCALE_CALIBRATION)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise InputError(f"checkpoint {path}: meta.scale_calibration must be a positive number")
+    return value
 
 
 def check_compatible(

@@ -37,7 +37,16 @@ class AutoGuided(nn.Module):
             raise InputError("autoguidance needs weight >= 1 and 0 <= sigma_lo < sigma_hi")
         self.prior, self.guide = prior, guide
         self.weight, self.sigma_lo, self.sigma_hi = float(weight), float(sigma_lo), float(sigma_hi)
-        for name in ("config", "sha256", "in_channels", "sigma_min", "sigma_max", "resolution"):
+        shared = (
+            "config",
+            "sha256",
+            "in_channels",
+            "sigma_min",
+            "sigma_max",
+            "resolution",
+            "scale_calibration",
+        )
+        for name in shared:
             setattr(self, name, getattr(prior, name))
         self.draws_noise = getattr(prior, "draws_noise", False) or getattr(guide, "draws_noise", False)
 

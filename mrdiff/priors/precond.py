@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from mrdiff.config import ModelConfig
+from mrdiff.priors.checkpoint import DEFAULT_SCALE_CALIBRATION
 from mrdiff.priors.unet import UNet
 
 
@@ -81,6 +82,9 @@ class Denoiser(nn.Module):
         config: the full training configuration as a plain dict.
         sha256: hex digest of the weights file it was loaded from ("" when built in memory).
         sigma_min, sigma_max: noise range the prior was trained for (per real component).
+        scale_calibration: factor from a CG-SENSE image's scale to the scale the prior was trained
+            on (``mrdiff.reconstruct.estimate_scale``); :func:`~mrdiff.priors.load_prior` reads it
+            from the file's ``meta``, in memory it is the documented default.
     """
 
     def __init__(self, model: EDMPrecond, config: dict, sha256: str = ""):
@@ -92,6 +96,7 @@ class Denoiser(nn.Module):
         self.sigma_min = float(config["model"]["sigma_min"])
         self.sigma_max = float(config["model"]["sigma_max"])
         self.resolution = int(config["data"]["resolution"])
+        self.scale_calibration = DEFAULT_SCALE_CALIBRATION
 
     @property
     def device(self) -> torch.device:

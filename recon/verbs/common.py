@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import tempfile
 from pathlib import Path
 
 import torch
@@ -9,7 +12,13 @@ import torch
 from mrdiff.errors import InputError
 from mrdiff.overrides import parse_sets
 
-__all__ = ["output_path", "parse_sets", "pick_device"]
+__all__ = [
+    "sigterm_as_interrupt",
+    "check_destination",
+    "output_path",
+    "parse_sets",
+    "pick_device",
+]
 
 
 def pick_device(name: str) -> str:
@@ -37,3 +46,41 @@ def check_outputs_spare_inputs(pairs: list[tuple[Path, Path]]) -> None:
             raise InputError(
                 f"--out {out} is an input file; choose another output (inputs are never overwritten)"
             )
+
+
+def check_destination(out: Path) -> None:
+    """InputError (one line, before any compute) unless the file ``out`` can be written: it is not a
+    directory, its nearest existing ancestor is a directory (not a file used as a folder), and a file
+    can be created there (a read-only directory, or one whose parent cannot be created, fails)."""
+    if out.is_dir():
+        raise InputError(f"--out {out} is a directory; give an .h5 file name (or a directory input)")
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"--out {out}: {parent} is a file, not a directory")
+    try:
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as err:
+        reason = err.strerror or err.__class__.__name__
+        raise InputError(f"--out {out}: cannot write in {parent} ({reason})") from None
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Within the block, SIGTERM (a scheduler's or ``kill``'s stop) acts like Ctrl-C: the output being
+    written is discarded by its atomic write, finished outputs stay, and the command exits 130."""
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        old = signal.signal(signal.SIGTERM, on_term)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from mrdiff import __version__
 from mrdiff.baselines import BASELINES
 from mrdiff.errors import InputError
 from mrdiff.io import list_volumes, open_volume, write_reconstruction
@@ -21,15 +21,25 @@ from mrdiff.pipeline import (
     MethodSpec,
     all_methods,
     check_auto,
+    check_init,
     check_method,
+    check_prior_fits,
     diffusion_methods,
     reconstruct_volume,
     supervised_methods,
     tune_volume,
     tuning_slices,
 )
+from mrdiff.provenance import mismatch, request_of, run_record
 from recon.verbs import SUMMARIES, autotune
-from recon.verbs.common import check_outputs_spare_inputs, output_path, parse_sets, pick_device
+from recon.verbs.common import (
+    check_destination,
+    check_outputs_spare_inputs,
+    output_path,
+    parse_sets,
+    pick_device,
+    sigterm_as_interrupt,
+)
 
 HELP = SUMMARIES["recon"]
 
@@ -69,7 +79,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--set", action="append", metavar="KEY=VALUE", help="method parameter, e.g. --set lamda=0.01"
     )
-    p.add_argument("--resume", action="store_true", help="skip inputs whose output file already exists")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip inputs whose output is a finished run of this same request (method, parameters, NFE, "
+        "samples, seeds, mask, prior, slices, --auto); any other existing output is redone",
+    )
+    p.add_argument(
+        "--keep-going",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="directory input: report a bad file (corrupt, NaN slice, ...) on stderr, write the others and "
+        "exit 1 at the end (default, so one bad file in a 1,000-file run costs that file, not the night; "
+        "the summary's 'failed' lists them). --no-keep-going stops at the first bad file",
+    )
     p.add_argument("--png", action="store_true", help="also write zero-filled | recon | std | |error| PNGs")
     p.add_argument(
         "--no-heldout",
@@ -108,22 +131,21 @@ def _slices(text: str | None, n: int) -> list[int] | None:
     return idx
 
 
-def _attrs(args, info, spec: MethodSpec, result, denoiser) -> dict:
+def _attrs(args, info, spec: MethodSpec, result) -> dict:
+    """The output file's attributes: the resolved run (:func:`mrdiff.provenance.run_record`), what it
+    cost and the command-line arguments."""
     return {
-        "method": spec.name,
-        "params": spec.params,
+        **run_record(spec, _mask_spec(args), info.mask is not None),
         "nfe": result.nfe,
-        "samples": spec.samples,
         "seconds_per_slice": result.seconds_per_slice,
         "device": spec.device,
-        "seed": spec.seed,
-        "prior_sha256": getattr(denoiser, "sha256", "") if denoiser is not None else "",
+        "batch": spec.batch,
+        "prior_sha256": getattr(spec.denoiser, "sha256", "") if spec.denoiser is not None else "",
         "mask": "file" if info.mask is not None else args.mask,
         "accel": args.accel,
         "center_fraction": args.center_fraction,
         "sampling_fraction": sampling_fraction(result.mask, info.shape[2:]),
         "acquisition": info.attrs.get("acquisition", ""),
-        "mrdiff_version": __version__,
         "config": {k: str(v) for k, v in vars(args).items()},
     }
 
@@ -132,11 +154,11 @@ def _mask_spec(args) -> MaskSpec:
     return MaskSpec(args.mask, args.accel, args.center_fraction, args.mask_seed)
 
 
-def _run_one(args, path: Path, out_path: Path, spec: MethodSpec, denoiser, bar, auto) -> dict:
+def _run_one(args, path: Path, out_path: Path, spec: MethodSpec, bar, auto) -> dict:
     info = open_volume(path)
     mask_spec = _mask_spec(args)
     slices = _slices(args.slices, info.shape[0])
-    report, maps_cache = {}, {}
+    report, maps_cache, asked = {}, {}, dict(spec.params)
     if auto is not None:
         tuned = tune_volume(info, spec, mask_spec, auto, maps_cache, slices)
         spec = replace(spec, params=tuned.params)
@@ -146,7 +168,7 @@ def _run_one(args, path: Path, out_path: Path, spec: MethodSpec, denoiser, bar, 
     extras = {"residual": result.residual, "mask": result.mask.numpy(), "zero_filled": result.zero_filled}
     if result.std is not None:
         extras["std"] = result.std
-    attrs = _attrs(args, info, spec, result, denoiser)
+    attrs = {**_attrs(args, info, spec, result), "params_set": asked}
     if result.heldout_error is not None:
         extras["heldout_error"] = result.heldout_error
         mean = float(np.mean(result.heldout_error))
@@ -163,48 +185,113 @@ def _run_one(args, path: Path, out_path: Path, spec: MethodSpec, denoiser, bar, 
     return report
 
 
-def main(argv: list[str]) -> int:
-    """Entry point of `mrdiff recon`."""
-    args = build_parser().parse_args(argv)
+def _request(args) -> tuple[MethodSpec, object]:
+    """Validate the options (one-line InputErrors) and return the method spec (no prior yet) and the
+    tuning request (or None)."""
     check_method(args.method)
     args.mask = canonical_kind(args.mask)
     if args.mask not in MASK_KINDS:
         raise InputError(f"unknown mask '{args.mask}' (choose from {', '.join(MASK_KINDS)})")
-    if not args.accel >= 1:
-        raise InputError(f"--accel must be >= 1, got {args.accel}")
+    if not 1 <= args.accel < float("inf"):
+        raise InputError(f"--accel must be a finite number >= 1, got {args.accel}")
     if args.nfe is None:
         args.nfe = getattr(diffusion_methods().get(args.method), "default_nfe", 20)
     if args.samples is None:
         args.samples = getattr(diffusion_methods().get(args.method), "default_samples", 1)
     if args.nfe < 1 or args.samples < 1 or args.batch < 1:
         raise InputError("--nfe, --samples and --batch must be >= 1")
-    files = list_volumes(args.input)
-    infos = [open_volume(f) for f in files]  # validate every input before writing anything
-    device = pick_device(args.device)
     params = method_params(args.method, _method_target(args.method), parse_sets(args.set))
+    check_init(args.method, params)
+    device = pick_device(args.device)
     spec = MethodSpec(args.method, params, None, args.nfe, args.samples, args.seed, device, args.batch)
-    auto = autotune.auto_spec(args)
-    heldout = None if args.no_heldout else autotune.heldout_split(args)
-    for info in infos:  # a bad tuning request fails before anything is written
-        if auto is not None:
-            check_auto(info, spec, _mask_spec(args), auto)
-    denoiser = _load_denoiser(args, device)
-    spec = replace(spec, denoiser=denoiser)
-    many = args.input.is_dir()
-    todo = [(f, output_path(f, args.out, many)) for f in files]
-    check_outputs_spare_inputs(todo)
-    if args.resume:
-        todo = [(f, o) for f, o in todo if not o.exists()]
-    total = sum(
-        len(_slices(args.slices, i.shape[0]) or range(i.shape[0])) for i in infos if i.path in dict(todo)
-    )
+    return spec, autotune.auto_spec(args)
+
+
+def _report_failure(path: Path, err: Exception, failed: dict) -> None:
+    """Record a failed input and say so on stderr (one line); the run goes on (--keep-going)."""
+    failed[str(path)] = str(err)
+    print(f"mrdiff recon: {path}: {err} (skipped; the other files go on)", file=sys.stderr)
+
+
+def _open_inputs(todo, args, spec, auto, keep_going: bool, failed: dict) -> dict:
+    """``{input: VolumeInfo}`` of every readable input, validated (and its tuning request checked)
+    before anything is computed; a bad input raises, or with ``keep_going`` is reported and left out."""
+    infos = {}
+    for f, _ in todo:
+        try:
+            info = open_volume(f)
+            if auto is not None:
+                check_auto(info, spec, _mask_spec(args), auto)
+            check_prior_fits(spec.denoiser, info)
+            infos[f] = info
+        except InputError as err:
+            if not keep_going:
+                raise
+            _report_failure(f, err, failed)
+    return infos
+
+
+def _n_slices(args, info) -> int:
+    return len(_slices(args.slices, info.shape[0]) or range(info.shape[0]))
+
+
+def _unfinished(todo, infos: dict, args, spec: MethodSpec) -> list:
+    """``--resume``: the pairs whose output is not a valid, finished run of this very request (an
+    empty, truncated or foreign file, or one from another method or parameters, is redone)."""
+    out = []
+    for f, o in todo:
+        if f not in infos or not o.exists():
+            out.append((f, o))
+            continue
+        record = run_record(spec, _mask_spec(args), infos[f].mask is not None)
+        request = request_of(
+            record, _slices(args.slices, infos[f].shape[0]), autotune.auto_spec(args) is not None
+        )
+        reason = mismatch(o, request, _n_slices(args, infos[f]))
+        if reason is not None:
+            print(f"mrdiff recon: redoing {o}: {reason}", file=sys.stderr)
+            out.append((f, o))
+    return out
+
+
+def _run_all(todo, infos, args, spec, auto, keep_going: bool, failed: dict) -> dict:
+    """Reconstruct every readable pair of ``todo``; returns ``{output: report}`` of those written."""
     reports = {}
+    total = sum(_n_slices(args, infos[f]) for f, _ in todo if f in infos)
     with tqdm(total=total, desc=f"recon {args.method}", unit="slice", disable=None) as bar:
         for f, o in todo:
-            reports[str(o)] = _run_one(args, f, o, spec, denoiser, bar, auto)
-    summary = {"written": [str(o) for _, o in todo], "skipped": len(files) - len(todo)}
+            if f not in infos:
+                continue
+            try:
+                reports[str(o)] = _run_one(args, f, o, spec, bar, auto)
+            except InputError as err:
+                if not keep_going:
+                    raise
+                _report_failure(f, err, failed)
+    return reports
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of `mrdiff recon`: exit 0 when every input was written, 1 when some failed
+    (``--keep-going``; each is named on stderr and in the summary's ``failed``), 2 on bad options."""
+    args = build_parser().parse_args(argv)
+    spec, auto = _request(args)
+    many = args.input.is_dir()
+    keep_going = many and args.keep_going
+    todo = [(f, output_path(f, args.out, many)) for f in list_volumes(args.input)]
+    check_outputs_spare_inputs(todo)
+    for _, o in todo:  # a destination that cannot be written fails before any compute
+        check_destination(o)
+    spec = replace(spec, denoiser=_load_denoiser(args, spec.device))
+    failed: dict[str, str] = {}
+    infos = _open_inputs(todo, args, spec, auto, keep_going, failed)
+    pending = _unfinished(todo, infos, args, spec) if args.resume else todo
+    with sigterm_as_interrupt():
+        reports = _run_all(pending, infos, args, spec, auto, keep_going, failed)
+    summary = {"written": list(reports), "skipped": len(todo) - len(pending), "failed": failed}
+    heldout = None if args.no_heldout else autotune.heldout_split(args)
     print(json.dumps({**summary, "files": reports} if heldout or auto else summary))
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

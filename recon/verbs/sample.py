@@ -20,6 +20,7 @@ from mrdiff.errors import InputError
 from mrdiff.noise import make_generator, seed_for
 from mrdiff.scaling import image_scale
 from recon.verbs import SUMMARIES
+from recon.verbs.common import check_destination
 
 GUIDANCE_INTERVAL = (0.4, 80.0)
 HELP = SUMMARIES["sample"]
@@ -120,6 +121,7 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     if args.n < 1 or args.steps < 1:
         raise InputError("-n and --steps must be positive")
+    check_destination(Path(args.out))  # before the sampling, not after it
     cuda = torch.cuda.is_available() if args.device == "auto" else args.device == "cuda"
     denoiser = load_prior(args.prior, device="cuda" if cuda else "cpu")
     if args.guide:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -99,6 +100,26 @@ class _Reporter:
             f.write(json.dumps({"event": event, **info}) + "\n")
 
 
+def trim_log(log: Path, last_step: int) -> None:
+    """Drop the ``log.jsonl`` lines of steps after ``last_step`` (the checkpoint a resumed run starts
+    from): the killed run logged them, the resumed run logs them again, and each step should appear
+    once. Lines without a step are kept; a line cut short by the kill is dropped."""
+    if not log.is_file():
+        return
+    keep = [line for line in log.read_text().splitlines(keepends=True) if _log_step(line) <= last_step]
+    with atomic_path(log) as tmp:
+        tmp.write_text("".join(keep))
+
+
+def _log_step(line: str) -> float:
+    """The ``step`` of one log line: ``-inf`` when it has none, ``inf`` when it is not a JSON object
+    (cut short by a kill)."""
+    try:
+        return float(json.loads(line).get("step", float("-inf")))
+    except (ValueError, AttributeError):
+        return float("inf")
+
+
 def _lock_run_dir(out_dir: Path) -> Path:
     """Claim ``out_dir`` for this process; InputError if another live process holds it."""
     lock = out_dir / ".lock"
@@ -158,10 +179,15 @@ def main(argv: list[str]) -> int:
     train_data = SliceDataset(train_dir, cfg.data.resolution, cfg.data.min_rel_scale)
     val_data = SliceDataset(val_dir, cfg.data.resolution, cfg.data.min_rel_scale) if val_dir else None
     device = _setup_device(args.device)
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     say = print if rank == 0 else (lambda *a, **k: None)
     lock = _lock_run_dir(out_dir) if rank == 0 else None
+    if rank == 0 and args.resume:
+        from mrdiff.priors.checkpoint import load_checkpoint
+
+        trim_log(out_dir / "log.jsonl", int(load_checkpoint(out_dir / "last.pt")["step"]))
     if rank == 0:
         with atomic_path(out_dir / "config.yaml") as tmp:
             tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
@@ -187,6 +213,10 @@ def main(argv: list[str]) -> int:
             callback=_Reporter(out_dir, cfg),
             stop_requested=lambda: stop["signal"] != 0,
         )
+    except BaseException:
+        if rank == 0 and created and not (out_dir / "last.pt").exists():
+            shutil.rmtree(out_dir, ignore_errors=True)  # a failed start leaves no half-made run folder
+        raise
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
