@@ -31,6 +31,7 @@ VOLUME_FIELDS = [
     "SSIM",
     "nfe",
     "nfe_requested",
+    "samples",
     "seconds_per_slice",
     "device",
     "residual",
@@ -43,6 +44,7 @@ AGG_FIELDS = [
     "accel",
     "nfe",
     "nfe_requested",
+    "samples",
     "n",
     *[f"{m}_{s}" for m in METRIC_NAMES for s in ("mean", "2std")],
     "seconds_per_slice",
@@ -74,6 +76,7 @@ def volume_rows(records: list[dict]) -> list[dict]:
                     "SSIM": v["SSIM"],
                     "nfe": v["nfe"],
                     "nfe_requested": m["nfe"],
+                    "samples": int(m.get("samples", 1)),
                     "seconds_per_slice": v["seconds_per_slice"],
                     "device": rec["device"],
                     "residual": v["residual"],
@@ -95,13 +98,19 @@ def is_shift(method: str, mask: str, accel: float, supervised: tuple[str, ...] =
 
 
 def aggregate_rows(rows: list[dict]) -> list[dict]:
-    """One row per (method, mask, accel, nfe): fastMRI mean and 2*std over (volume, seed) samples."""
+    """One row per (method, mask, accel, nfe, K): fastMRI mean and 2*std over (volume, seed) samples."""
     groups: OrderedDict[tuple, list[dict]] = OrderedDict()
     for r in rows:
-        key = (r["method"], r["mask"], float(r["accel"]), int(r.get("nfe_requested", r["nfe"])))
+        key = (
+            r["method"],
+            r["mask"],
+            float(r["accel"]),
+            int(r.get("nfe_requested", r["nfe"])),
+            r.get("samples", 1),
+        )
         groups.setdefault(key, []).append(r)
     out = []
-    for (method, mask, accel, nfe_requested), members in groups.items():
+    for (method, mask, accel, nfe_requested, samples), members in groups.items():
         agg = aggregate(members)
         row = {
             "method": method,
@@ -109,6 +118,7 @@ def aggregate_rows(rows: list[dict]) -> list[dict]:
             "accel": accel,
             "nfe": int(members[0]["nfe"]),
             "nfe_requested": nfe_requested,
+            "samples": int(samples),
             "n": len(members),
         }
         for name in METRIC_NAMES:
@@ -145,14 +155,15 @@ def markdown_table(agg: list[dict]) -> str:
         )
         lines += [
             f"\n### {mask} {accel:g}x\n",
-            "| method | NFE | NMSE | PSNR (dB) | SSIM | s/slice | device | n |",
-            "|---|---|---|---|---|---|---|---|",
+            "| method | NFE | K | NMSE | PSNR (dB) | SSIM | s/slice | device | n |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for i, r in enumerate(group):
             name = f"**{r['method']}**" if i == 0 else r["method"]
             name += " (shift)" if r["shift"] else ""
             lines.append(
-                f"| {name} | {r['nfe']} | {r['NMSE_mean']:.4f} ± {r['NMSE_2std']:.4f} | "
+                f"| {name} | {r['nfe']} | {r.get('samples', 1)} | "
+                f"{r['NMSE_mean']:.4f} ± {r['NMSE_2std']:.4f} | "
                 f"{r['PSNR_mean']:.2f} ± {r['PSNR_2std']:.2f} | "
                 f"{r['SSIM_mean']:.4f} ± {r['SSIM_2std']:.4f} | "
                 f"{r['seconds_per_slice']:.2f} | {r['device']} | {r['n']} |"

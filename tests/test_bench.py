@@ -111,7 +111,8 @@ def test_bench_files_record_the_resolved_run(quick_run):
         params, init = json.loads(f.attrs["params"]), json.loads(f.attrs["init"])
         named = json.loads(f.attrs["params_set"]).get("init", pipeline.DEFAULT_INIT)
         mask_spec, version = json.loads(f.attrs["mask_spec"]), f.attrs["mrdiff_version"]
-        assert int(f.attrs["nfe_requested"]) == 4 and int(f.attrs["samples"]) == 1
+        assert int(f.attrs["nfe_requested"]) == 4
+        assert int(f.attrs["samples"]) == pipeline.diffusion_methods()["ccdf"].default_samples  # resolved K
     assert {"sigma_t0", "sampler", "lam"} <= set(params) and "init" not in params
     assert init == {"method": named, "params": pipeline.method_defaults(named)}
     assert mask_spec == {"kind": "random", "accel": 4.0, "center_fraction": 0.08, "seed": None}
