@@ -75,6 +75,12 @@ class AdaptSpec:
                 raise InputError(message)
         return self
 
+    @classmethod
+    def from_settings(cls, d: dict) -> "AdaptSpec":
+        """Inverse of :meth:`settings` (extra keys, e.g. a fit summary, are ignored)."""
+        names = ("rank", "steps", "lr", "sigma", "patience", "slices")
+        return cls(**{k: d[k] for k in names}, split=Split(d["holdout_fraction"], 1, d["holdout_seed"]))
+
     def settings(self) -> dict:
         """The settings as plain values (output file attributes)."""
         out = asdict(self)

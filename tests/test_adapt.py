@@ -150,3 +150,19 @@ def test_bad_adapt_requests(capsys, tmp_path, tiny_prior_file, extra, message):
     code, _, err = run(capsys, "recon", DEMO, "--prior", tiny_prior_file, "--out", out, *extra)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not out.exists() and not list(tmp_path.glob("*.partial"))
+
+
+def test_bench_adapt_rows_record_the_fit(capsys, tmp_path, make_h5, tiny_prior_file):
+    data = tmp_path / "val"
+    data.mkdir()
+    make_h5("val/v0.h5", layout="prepared", slices=2, coils=4)
+    out = tmp_path / "bench"
+    argv = ["bench", "--data", data, "--methods", "sense,dds", "--masks", "random", "--accels", "2", "--out", out]
+    flags = ["--nfe", "2", "--prior", tiny_prior_file, "--adapt", "--adapt-steps", "1", "--adapt-sigma", "100"]
+    code, stdout, err = run(capsys, *argv, *flags)
+    assert code == 0, err
+    record = json.loads((out / "cells" / "dds+adapt__random__2x__nfe2__s0.json").read_text())
+    assert record["method"]["adapt"]["steps"] == 1 and record["volumes"][0]["adapt"]["sampling_steps_adapted"] >= 1
+    assert (out / "cells" / "sense__random__2x__s0.json").exists()  # baselines are not adapted
+    code, stdout, _ = run(capsys, *argv, *flags)
+    assert code == 0 and json.loads(stdout)["skipped"] == 2  # same settings: reused

@@ -72,6 +72,8 @@ def add_lora(module: nn.Module, rank: int) -> list[nn.Parameter]:
         for name, child in parent.named_children()
         if isinstance(child, nn.Linear) or (isinstance(child, nn.Conv2d) and child.groups == 1)
     ]
+    if not targets:
+        raise InputError(f"{type(module).__name__} has no convolution or linear layers to adapt")
     for parent, name, child in targets:
         setattr(parent, name, LoRA(child, rank))
     return adapter_parameters(module)
