@@ -17,7 +17,6 @@ templates) this script only reports. Keep it small on a shared CPU::
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -25,7 +24,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.config import DEFAULT_PARAMS, method_config, read_params
-from benchmarks.tuning_common import eval_slices, mask_spec, targets
+from benchmarks.tuning_common import append_jsonl, cells, eval_slices, mask_spec, targets
 from mrdiff.adapt import AdaptSpec
 from mrdiff.io import list_volumes, open_volume
 from mrdiff.metrics import volume_metrics
@@ -48,7 +47,13 @@ def run_cell(info, label, table, kind, accel, args, denoiser, cache) -> dict:
     target = targets(info, slices)
     off = _scores(info, spec, ms, slices, target, cache)
     adapt = AdaptSpec(
-        args.rank, args.steps, args.lr, args.sigma, args.patience, args.adapt_slices, Split(args.fraction, 1, 0)
+        args.rank,
+        args.steps,
+        args.lr,
+        args.sigma,
+        args.patience,
+        args.adapt_slices,
+        Split(args.fraction, 1, 0),
     )
     t0 = time.perf_counter()
     adapted, summary = adapt_volume(info, spec, ms, adapt, cache, slices)
@@ -74,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     d = AdaptSpec()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, required=True, help="split directory (its first volume is used)")
-    p.add_argument("--methods", default="ccdf,dds", help="comma-separated rows (params-file labels or methods)")
+    p.add_argument(
+        "--methods", default="ccdf,dds", help="comma-separated rows (params-file labels or methods)"
+    )
     p.add_argument("--masks", default="random", help="comma-separated mask kinds")
     p.add_argument("--accels", default="4,8", help="comma-separated accelerations")
     p.add_argument("--slices", type=int, default=3, help="central slices evaluated")
@@ -85,29 +92,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
     p.add_argument("--sigma", type=float, default=d.sigma, help="adapt at and below this sigma")
     p.add_argument("--patience", type=int, default=d.patience, help="early-stopping patience")
-    p.add_argument("--adapt-slices", type=int, default=d.slices, help="central slices the adapter is fitted on")
+    p.add_argument(
+        "--adapt-slices", type=int, default=d.slices, help="central slices the adapter is fitted on"
+    )
     p.add_argument("--fraction", type=float, default=d.split.fraction, help="held-out fraction")
     p.add_argument("--json", type=Path, default=None, help="append every record here (JSON lines)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     from mrdiff.priors import load_prior
 
-    info, table, cache, denoiser = open_volume(list_volumes(args.data)[0]), read_params(DEFAULT_PARAMS), {}, load_prior(None)
-    for label in args.methods.split(","):
-        for kind in args.masks.split(","):
-            for accel in [float(a) for a in args.accels.split(",")]:
-                r = run_cell(info, label, table, kind, accel, args, denoiser, cache)
-                a = r["adapt"]
-                print(
-                    f"{label:>5} {kind:>9} {accel:g}x off {r['off']['PSNR']:.2f} dB/{r['off']['SSIM']:.3f} "
-                    f"on {r['on']['PSNR']:.2f} dB/{r['on']['SSIM']:.3f} ({r['gain_dB']:+.2f}) | "
-                    f"s/slice {r['off']['s_per_slice']:.1f} -> {r['on']['s_per_slice_with_fit']:.1f} | "
-                    f"adapted {a['sampling_steps_adapted']} improved {a['sampling_steps_improved']}",
-                    flush=True,
-                )
-                if args.json:
-                    with open(args.json, "a") as f:
-                        f.write(json.dumps(r) + "\n")
+    info, table, cache, denoiser = (
+        open_volume(list_volumes(args.data)[0]),
+        read_params(DEFAULT_PARAMS),
+        {},
+        load_prior(None),
+    )
+    for label, kind, accel in cells(args):
+        r = run_cell(info, label, table, kind, accel, args, denoiser, cache)
+        a = r["adapt"]
+        print(
+            f"{label:>5} {kind:>9} {accel:g}x off {r['off']['PSNR']:.2f} dB/{r['off']['SSIM']:.3f} "
+            f"on {r['on']['PSNR']:.2f} dB/{r['on']['SSIM']:.3f} ({r['gain_dB']:+.2f}) | "
+            f"s/slice {r['off']['s_per_slice']:.1f} -> {r['on']['s_per_slice_with_fit']:.1f} | "
+            f"adapted {a['sampling_steps_adapted']} improved {a['sampling_steps_improved']}",
+            flush=True,
+        )
+        append_jsonl(args.json, r)
     return 0
 
 

@@ -144,14 +144,21 @@ def _target(info: VolumeInfo, slices: list[int]) -> np.ndarray | None:
     return np.stack([center_crop(read_slice(info, s).target.numpy(), info.recon_size) for s in slices])
 
 
-def _volume_spec(m: MethodConfig, spec: MethodSpec, info, cell: Cell, maps_cache, idx) -> tuple[MethodSpec, dict]:
+def _volume_spec(
+    m: MethodConfig, spec: MethodSpec, info, cell: Cell, maps_cache, idx
+) -> tuple[MethodSpec, dict]:
     """``spec`` for one volume after the row's per-volume steps: parameters tuned by held-out
     cross-validation (``auto``), then the prior adapted to the volume (``adapt``); and what they did."""
     extra = {}
     if m.auto is not None:
         res = pipeline.tune_volume(info, spec, cell.mask_spec, auto_from_settings(m.auto), maps_cache, idx)
         spec = replace(spec, params=res.params)
-        extra["auto"] = {"chosen": res.chosen, "cv_error": res.error, "trials": res.trials, "seconds": res.seconds}
+        extra["auto"] = {
+            "chosen": res.chosen,
+            "cv_error": res.error,
+            "trials": res.trials,
+            "seconds": res.seconds,
+        }
     if m.adapt is not None:
         adapt = AdaptSpec.from_settings(m.adapt)
         adapted, extra["adapt"] = pipeline.adapt_volume(info, spec, cell.mask_spec, adapt, maps_cache, idx)

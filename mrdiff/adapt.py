@@ -59,7 +59,7 @@ class AdaptSpec:
     slices: int = 2
     split: Split = Split(0.1, 1, 0)
 
-    def check(self) -> "AdaptSpec":
+    def check(self) -> AdaptSpec:
         """Return self, or raise InputError naming the first bad setting."""
         bad = [
             (self.rank >= 1, f"adapter rank must be >= 1, got {self.rank}"),
@@ -76,7 +76,7 @@ class AdaptSpec:
         return self
 
     @classmethod
-    def from_settings(cls, d: dict) -> "AdaptSpec":
+    def from_settings(cls, d: dict) -> AdaptSpec:
         """Inverse of :meth:`settings` (extra keys, e.g. a fit summary, are ignored)."""
         names = ("rank", "steps", "lr", "sigma", "patience", "slices")
         return cls(**{k: d[k] for k in names}, split=Split(d["holdout_fraction"], 1, d["holdout_seed"]))
@@ -119,7 +119,9 @@ class AdapterFit:
         seed: base seed of the fitting passes' generators.
     """
 
-    def __init__(self, denoiser: AdaptedDenoiser, y, op: CartesianOperator, held, spec: AdaptSpec, seed: int = 0):
+    def __init__(
+        self, denoiser: AdaptedDenoiser, y, op: CartesianOperator, held, spec: AdaptSpec, seed: int = 0
+    ):
         self.denoiser, self.y, self.op, self.held, self.spec, self.seed = denoiser, y, op, held, spec, seed
         self.fit = fit_operator(op, held)
         self.params = adapter_parameters(denoiser.adapted)
@@ -176,6 +178,8 @@ class AdapterFit:
             "early_stopped": self.stopped,
             "heldout_before": round(first[0]["heldout"][0], 6) if first else None,
             "heldout_after": round(min(last[0]["heldout"]), 6) if last else None,
-            "heldout_per_step": [[round(h["heldout"][0], 6), round(min(h["heldout"]), 6)] for h in self.history],
+            "heldout_per_step": [
+                [round(h["heldout"][0], 6), round(min(h["heldout"]), 6)] for h in self.history
+            ],
             "fit_seconds": round(self.seconds, 2),
         }

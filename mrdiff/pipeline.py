@@ -197,7 +197,7 @@ def adapt_volume(
     info: VolumeInfo,
     spec: MethodSpec,
     mask_spec: MaskSpec = MaskSpec(),
-    adapt: AdaptSpec = AdaptSpec(),
+    adapt: AdaptSpec | None = None,
     maps_cache: dict | None = None,
     slices: list[int] | None = None,
 ) -> tuple[AdaptedDenoiser, dict]:
@@ -210,7 +210,7 @@ def adapt_volume(
     """
     from mrdiff.reconstruct import estimate_scale
 
-    t0 = time.perf_counter()
+    t0, adapt = time.perf_counter(), adapt or AdaptSpec()
     held = check_adapt(info, spec, mask_spec, adapt)
     mask = volume_mask(info, mask_spec)
     idx = central_slices(list(range(info.shape[0])) if slices is None else list(slices), adapt.slices)

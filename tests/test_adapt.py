@@ -11,15 +11,15 @@ import pytest
 import torch
 
 from mrdiff.adapt import AdapterFit, AdaptSpec
-from mrdiff.noise import make_generator
+from mrdiff.noise import complex_randn, make_generator
 from mrdiff.operators import CartesianOperator
 from mrdiff.priors import build_denoiser
 from mrdiff.priors.checkpoint import export_prior
 from mrdiff.priors.lora import LoRA, adapter_parameters, with_adapters
 from mrdiff.sampling import Step
 from mrdiff.tuning import Split, holdout_sets
-from recon.cli import main
 from recon.verbs.demo import DEMO_DIR
+from tests.test_cli_auto import run
 from tests.test_patch_prior import PATCH, _randomise
 from tests.test_train import TINY
 
@@ -70,14 +70,14 @@ def _toy_problem(size: int = 16):
     """A white complex image (k-space energy on every line), a random line mask with a held-out set,
     and a noisy state at sigma 0.2."""
     gen = torch.Generator().manual_seed(0)
-    noise = lambda: torch.complex(torch.randn(1, size, size, generator=gen), torch.randn(1, size, size, generator=gen))  # noqa: E731
-    x_true = 0.3 * noise()
+    noise = [complex_randn((1, size, size), gen) for _ in range(2)]
+    x_true = 0.3 * noise[0]
     mask = torch.rand(size, generator=gen) < 0.6
     mask[size // 2 - 2 : size // 2 + 2] = True
     op = CartesianOperator(mask[None, None, None, :])
     held = holdout_sets(mask, (size, size), Split(0.3, 1, 0))[0]
     sigma = 0.2
-    return op.A(x_true), op, held, x_true + sigma * noise(), sigma
+    return op.A(x_true), op, held, x_true + sigma * noise[1], sigma
 
 
 def test_one_adaptation_step_lowers_the_heldout_error():
@@ -115,23 +115,25 @@ def tiny_prior_file(tmp_path_factory):
     return path
 
 
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def test_recon_adapt_on_the_demo_records_its_settings(capsys, tmp_path, tiny_prior_file):
     out = tmp_path / "adapted.h5"
     argv = ["recon", DEMO, "--method", "dds", "--nfe", "3", "--prior", tiny_prior_file, "--out", out]
-    code, stdout, err = run(capsys, *argv, "--adapt", "--adapt-steps", "1", "--adapt-sigma", "100", "--no-heldout")
+    code, stdout, err = run(
+        capsys, *argv, "--adapt", "--adapt-steps", "1", "--adapt-sigma", "100", "--no-heldout"
+    )
     assert code == 0, err
     report = json.loads(stdout.strip().splitlines()[-1])["files"][str(out)]["adapt"]
     with h5py.File(out) as f:
         attrs = json.loads(f.attrs["adapt"])
         assert f["reconstruction"].shape == (2, 128, 128) and np.isfinite(f["reconstruction"][()]).all()
     assert attrs == report
-    assert {"rank": 4, "steps": 1, "sigma": 100.0, "lr": AdaptSpec().lr, "holdout_fraction": 0.1}.items() <= attrs.items()
+    assert {
+        "rank": 4,
+        "steps": 1,
+        "sigma": 100.0,
+        "lr": AdaptSpec().lr,
+        "holdout_fraction": 0.1,
+    }.items() <= attrs.items()
     assert attrs["sampling_steps_adapted"] >= 1 and attrs["seconds"] >= 0 and len(attrs["slices"]) == 2
 
 
@@ -157,12 +159,37 @@ def test_bench_adapt_rows_record_the_fit(capsys, tmp_path, make_h5, tiny_prior_f
     data.mkdir()
     make_h5("val/v0.h5", layout="prepared", slices=2, coils=4)
     out = tmp_path / "bench"
-    argv = ["bench", "--data", data, "--methods", "sense,dds", "--masks", "random", "--accels", "2", "--out", out]
-    flags = ["--nfe", "2", "--prior", tiny_prior_file, "--adapt", "--adapt-steps", "1", "--adapt-sigma", "100"]
+    argv = [
+        "bench",
+        "--data",
+        data,
+        "--methods",
+        "sense,dds",
+        "--masks",
+        "random",
+        "--accels",
+        "2",
+        "--out",
+        out,
+    ]
+    flags = [
+        "--nfe",
+        "2",
+        "--prior",
+        tiny_prior_file,
+        "--adapt",
+        "--adapt-steps",
+        "1",
+        "--adapt-sigma",
+        "100",
+    ]
     code, stdout, err = run(capsys, *argv, *flags)
     assert code == 0, err
     record = json.loads((out / "cells" / "dds+adapt__random__2x__nfe2__s0.json").read_text())
-    assert record["method"]["adapt"]["steps"] == 1 and record["volumes"][0]["adapt"]["sampling_steps_adapted"] >= 1
+    assert (
+        record["method"]["adapt"]["steps"] == 1
+        and record["volumes"][0]["adapt"]["sampling_steps_adapted"] >= 1
+    )
     assert (out / "cells" / "sense__random__2x__s0.json").exists()  # baselines are not adapted
     code, stdout, _ = run(capsys, *argv, *flags)
     assert code == 0 and json.loads(stdout)["skipped"] == 2  # same settings: reused

@@ -40,11 +40,20 @@ class LoRA(nn.Module):
         super().__init__()
         if isinstance(layer, nn.Conv2d) and layer.groups == 1:
             down = nn.Conv2d(
-                layer.in_channels, rank, layer.kernel_size, layer.stride, layer.padding, layer.dilation, bias=False
+                layer.in_channels,
+                rank,
+                layer.kernel_size,
+                layer.stride,
+                layer.padding,
+                layer.dilation,
+                bias=False,
             )
             up = nn.Conv2d(rank, layer.out_channels, 1, bias=False)
         elif isinstance(layer, nn.Linear):
-            down, up = nn.Linear(layer.in_features, rank, bias=False), nn.Linear(rank, layer.out_features, bias=False)
+            down, up = (
+                nn.Linear(layer.in_features, rank, bias=False),
+                nn.Linear(rank, layer.out_features, bias=False),
+            )
         else:
             raise TypeError(f"LoRA adapts Conv2d (groups 1) and Linear layers, not {type(layer).__name__}")
         nn.init.kaiming_uniform_(down.weight, a=math.sqrt(5))  # as nn.Linear's default (Hu et al.: random A)

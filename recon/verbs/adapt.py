@@ -5,10 +5,17 @@ from __future__ import annotations
 import argparse
 
 from mrdiff.adapt import AdaptSpec
-from mrdiff.errors import InputError
 from mrdiff.tuning import Split
 
 DEFAULTS = AdaptSpec()
+KNOBS = (  # AdaptSpec field, type, help
+    ("rank", int, "LoRA rank of every adapter"),
+    ("steps", int, "Adam steps per sampling step"),
+    ("lr", float, "Adam learning rate"),
+    ("sigma", float, "adapt at sampling steps with sigma at or below this; the adapters are used there"),
+    ("patience", int, "sampling steps without held-out improvement before adaptation stops"),
+    ("slices", int, "central slices of a volume the adapter is fitted on (it then serves every slice)"),
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -20,29 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="fit low-rank adapters of the diffusion prior to each volume's own k-space (fit set), "
         "early-stopped on held-out k-space, then reconstruct with the adapted prior",
     )
-    g.add_argument("--adapt-rank", type=int, default=DEFAULTS.rank, help=f"adapter rank (default {DEFAULTS.rank})")
-    g.add_argument(
-        "--adapt-steps", type=int, default=DEFAULTS.steps, help=f"Adam steps per sampling step (default {DEFAULTS.steps})"
-    )
-    g.add_argument("--adapt-lr", type=float, default=DEFAULTS.lr, help=f"Adam learning rate (default {DEFAULTS.lr})")
-    g.add_argument(
-        "--adapt-sigma",
-        type=float,
-        default=DEFAULTS.sigma,
-        help=f"adapt at sampling steps with sigma at or below this (default {DEFAULTS.sigma})",
-    )
-    g.add_argument(
-        "--adapt-patience",
-        type=int,
-        default=DEFAULTS.patience,
-        help=f"sampling steps without held-out improvement before adaptation stops (default {DEFAULTS.patience})",
-    )
-    g.add_argument(
-        "--adapt-slices",
-        type=int,
-        default=DEFAULTS.slices,
-        help=f"central slices of a volume the adapter is fitted on (default {DEFAULTS.slices})",
-    )
+    for name, kind, text in KNOBS:
+        default = getattr(DEFAULTS, name)
+        g.add_argument(f"--adapt-{name}", type=kind, default=default, help=f"{text} (default {default})")
 
 
 def adapt_spec(args: argparse.Namespace) -> AdaptSpec | None:
@@ -53,7 +40,5 @@ def adapt_spec(args: argparse.Namespace) -> AdaptSpec | None:
     """
     if not args.adapt:
         return None
-    split = Split(args.holdout_fraction, 1, 0)
-    return AdaptSpec(
-        args.adapt_rank, args.adapt_steps, args.adapt_lr, args.adapt_sigma, args.adapt_patience, args.adapt_slices, split
-    ).check()
+    knobs = {name: getattr(args, f"adapt_{name}") for name, _, _ in KNOBS}
+    return AdaptSpec(**knobs, split=Split(args.holdout_fraction, 1, 0)).check()
