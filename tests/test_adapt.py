@@ -144,6 +144,7 @@ def test_recon_adapt_on_the_demo_records_its_settings(capsys, tmp_path, tiny_pri
         (["--method", "dds", "--adapt", "--adapt-rank", "0"], "rank must be >= 1"),
         (["--method", "dds", "--adapt", "--adapt-lr", "-1"], "learning rate must be > 0"),
         (["--method", "dds", "--adapt", "--adapt-sigma", "0"], "sigma must be > 0"),
+        (["--method", "dds", "--adapt", "--adapt-holdout", "1"], "held-out fraction must be in (0, 1)"),
         (["--method", "dds", "--adapt", "--accel", "1"], "nothing to hold out"),
     ],
 )

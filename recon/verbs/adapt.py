@@ -19,7 +19,7 @@ KNOBS = (  # AdaptSpec field, type, help
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Add ``--adapt`` and its settings to a verb's parser (held-out fraction: ``--holdout-fraction``)."""
+    """Add ``--adapt`` and its settings to a verb's parser."""
     g = p.add_argument_group("test-time adaptation of the prior (LoRA adapters fitted to the scan, DDIP)")
     g.add_argument(
         "--adapt",
@@ -30,15 +30,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     for name, kind, text in KNOBS:
         default = getattr(DEFAULTS, name)
         g.add_argument(f"--adapt-{name}", type=kind, default=default, help=f"{text} (default {default})")
+    fraction = DEFAULTS.split.fraction
+    g.add_argument(
+        "--adapt-holdout",
+        type=float,
+        default=fraction,
+        help="fraction of the measured lines/points outside the centre held out while the adapter is fitted "
+        f"(early stopping; the reconstruction itself then uses all data; default {fraction})",
+    )
 
 
 def adapt_spec(args: argparse.Namespace) -> AdaptSpec | None:
     """The adaptation request of the options (checked), or None without ``--adapt``.
 
     Raises:
-        InputError: a bad setting (rank, steps, patience or slices < 1, lr or sigma <= 0).
+        InputError: a bad setting (rank, steps, patience or slices < 1, lr or sigma <= 0, held-out
+            fraction outside (0, 1)).
     """
     if not args.adapt:
         return None
     knobs = {name: getattr(args, f"adapt_{name}") for name, _, _ in KNOBS}
-    return AdaptSpec(**knobs, split=Split(args.holdout_fraction, 1, 0)).check()
+    return AdaptSpec(**knobs, split=Split(args.adapt_holdout, 1, 0)).check()
