@@ -54,6 +54,7 @@ def run_cell(info, label, table, kind, accel, args, denoiser, cache) -> dict:
         args.patience,
         args.adapt_slices,
         Split(args.fraction, 1, 0),
+        early_stop=not args.no_early_stop,
     )
     t0 = time.perf_counter()
     adapted, summary = adapt_volume(info, spec, ms, adapt, cache, slices)
@@ -96,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
         "--adapt-slices", type=int, default=d.slices, help="central slices the adapter is fitted on"
     )
     p.add_argument("--fraction", type=float, default=d.split.fraction, help="held-out fraction")
+    p.add_argument(
+        "--no-early-stop",
+        action="store_true",
+        help="ablation: keep every adaptation step (DDIP as published)",
+    )
     p.add_argument("--json", type=Path, default=None, help="append every record here (JSON lines)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)

@@ -49,6 +49,9 @@ class AdaptSpec:
         patience: sampling steps without a held-out improvement before adaptation stops.
         slices: central slices of a volume fitted together (the adapter then serves every slice).
         split: the held-out split (one fold is used).
+        early_stop: keep the adapter state with the lowest held-out error and stop after ``patience``
+            steps without improvement (the default); False keeps every step (an ablation: DDIP as
+            published, the held-out error only recorded).
     """
 
     rank: int = 4
@@ -58,6 +61,7 @@ class AdaptSpec:
     patience: int = 2
     slices: int = 2
     split: Split = Split(0.1, 1, 0)
+    early_stop: bool = True
 
     def check(self) -> AdaptSpec:
         """Return self, or raise InputError naming the first bad setting."""
@@ -79,7 +83,8 @@ class AdaptSpec:
     def from_settings(cls, d: dict) -> AdaptSpec:
         """Inverse of :meth:`settings` (extra keys, e.g. a fit summary, are ignored)."""
         names = ("rank", "steps", "lr", "sigma", "patience", "slices")
-        return cls(**{k: d[k] for k in names}, split=Split(d["holdout_fraction"], 1, d["holdout_seed"]))
+        split = Split(d["holdout_fraction"], 1, d["holdout_seed"])
+        return cls(**{k: d[k] for k in names}, split=split, early_stop=d.get("early_stop", True))
 
     def settings(self) -> dict:
         """The settings as plain values (output file attributes)."""
@@ -139,28 +144,32 @@ class AdapterFit:
             return
         t0 = time.perf_counter()
         errors = self._fit_step(step.x.detach(), step.sigma, step.index)
-        best = min(range(len(errors)), key=errors.__getitem__)
-        self.strikes = 0 if best > 0 else self.strikes + 1
+        best = self._keep(errors)
+        self.strikes = 0 if best > 0 or not self.spec.early_stop else self.strikes + 1
         self.seconds += time.perf_counter() - t0
         self.history.append({"sigma": step.sigma, "heldout": errors, "kept": best})
 
     def _fit_step(self, x: torch.Tensor, sigma: float, index: int) -> list[float]:
-        """``spec.steps`` Adam steps at ``x``; restores the best state; returns held-out errors 0..steps."""
-        errors, best = [], None
+        """``spec.steps`` Adam steps at ``x``; keeps the state with the lowest held-out error (the last
+        one without ``spec.early_stop``); returns held-out errors before and after each step."""
+        errors, states = [], []
         for i in range(self.spec.steps + 1):
             with torch.set_grad_enabled(i < self.spec.steps):
                 x0 = denoise(self.denoiser.adapted, x, sigma, generators=self._generators(index, x.shape[0]))
                 errors.append(float(heldout_error(x0.detach(), self.y, self.op, self.held).mean()))
-                if best is None or errors[-1] < best[0]:
-                    best = (errors[-1], [p.detach().clone() for p in self.params])
+                states.append([p.detach().clone() for p in self.params])
                 if i < self.spec.steps:
                     self.optimizer.zero_grad(set_to_none=True)
                     fit_error(x0, self.y, self.fit).backward()
                     self.optimizer.step()
         with torch.no_grad():
-            for p, kept in zip(self.params, best[1]):
+            for p, kept in zip(self.params, states[self._keep(errors)]):
                 p.copy_(kept)
         return errors
+
+    def _keep(self, errors: list[float]) -> int:
+        """Index of the state to keep: lowest held-out error, or the last without early stopping."""
+        return min(range(len(errors)), key=errors.__getitem__) if self.spec.early_stop else len(errors) - 1
 
     def _generators(self, index: int, batch: int) -> list[torch.Generator]:
         """Fresh generators for one sampling step's fitting passes (same tiling for each pass)."""

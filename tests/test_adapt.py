@@ -105,6 +105,10 @@ def test_early_stopping_keeps_the_best_state_and_stops():
     assert all(torch.equal(p, s) for p, s in zip(fitter.params, start))  # restored
     fitter(Step(4, x_t, sigma / 2, 0.0, x0, x0, x0), x0)
     assert len(fitter.history) == 1  # stopped for good
+    ablation = AdapterFit(denoiser, y, op, held, AdaptSpec(steps=2, lr=1e-2, patience=1, early_stop=False))
+    ablation(Step(3, x_t, sigma, sigma / 2, x0, x0, x0), x0)
+    assert ablation.history[0]["kept"] == 2 and not ablation.stopped  # without the guard: every step kept
+    assert not all(torch.equal(p, s) for p, s in zip(ablation.params, start))
 
 
 @pytest.fixture(scope="module")
