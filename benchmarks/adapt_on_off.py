@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--no-early-stop",
         action="store_true",
-        help="ablation: keep every adaptation step (DDIP as published)",
+        help="ablation: keep every step (as DDIP)",
     )
     p.add_argument("--json", type=Path, default=None, help="append every record here (JSON lines)")
     args = p.parse_args(argv)
