@@ -5,6 +5,8 @@ read slice -> mask (the file's own, or a retrospective one seeded from the file 
 centre-cropped to the recon size. Optionally, parameters are first chosen per volume by held-out
 k-space cross-validation on a few central slices (:func:`tune_volume`), and every slice's held-out
 error is recorded as a no-reference quality score (``reconstruct_volume(..., heldout=Split())``).
+With ``--adapt``, a LoRA adapter of the diffusion prior is first fitted to the volume
+(:func:`adapt_volume`, :mod:`mrdiff.adapt`) and reconstructs every slice in the prior's place.
 """
 
 from __future__ import annotations
