@@ -177,18 +177,15 @@ class AdapterFit:
         return [make_generator(seed_for(self.seed, "adapt", index, b), device) for b in range(batch)]
 
     def summary(self) -> dict:
-        """What the fitting did, as plain values: sampling steps adapted / improved, the held-out error
-        before the first and after the last adapted step, and per adapted step (before, best kept)."""
-        kept = [h for h in self.history if h["kept"] > 0]
-        first, last = self.history[:1], self.history[-1:]
+        """What the fitting did, as plain values: sampling steps adapted and those where a step lowered
+        the held-out error, and the held-out error before and after (the kept state) every adapted step."""
+        per_step = [[round(h["heldout"][0], 6), round(h["heldout"][h["kept"]], 6)] for h in self.history]
         return {
             "sampling_steps_adapted": len(self.history),
-            "sampling_steps_improved": len(kept),
+            "sampling_steps_improved": sum(min(h["heldout"]) < h["heldout"][0] for h in self.history),
             "early_stopped": self.stopped,
-            "heldout_before": round(first[0]["heldout"][0], 6) if first else None,
-            "heldout_after": round(min(last[0]["heldout"]), 6) if last else None,
-            "heldout_per_step": [
-                [round(h["heldout"][0], 6), round(min(h["heldout"]), 6)] for h in self.history
-            ],
+            "heldout_before": per_step[0][0] if per_step else None,
+            "heldout_after": per_step[-1][1] if per_step else None,
+            "heldout_per_step": per_step,
             "fit_seconds": round(self.seconds, 2),
         }
