@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--accels", default="4,8", help="comma-separated accelerations")
     p.add_argument("--slices", type=int, default=3, help="central slices evaluated")
     p.add_argument("--nfe", type=int, default=None, help="NFE of diffusion rows (default: params file)")
+    p.add_argument("--prior", default=None, help="prior file (default: the shipped patch prior)")
     p.add_argument("--seed", type=int, default=0, help="sampler seed")
     p.add_argument("--rank", type=int, default=d.rank, help="adapter rank")
     p.add_argument("--steps", type=int, default=d.steps, help="Adam steps per sampling step")
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         open_volume(list_volumes(args.data)[0]),
         read_params(DEFAULT_PARAMS),
         {},
-        load_prior(None),
+        load_prior(args.prior),
     )
     for label, kind, accel in cells(args):
         r = run_cell(info, label, table, kind, accel, args, denoiser, cache)
