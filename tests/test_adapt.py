@@ -67,34 +67,47 @@ def test_adapted_denoiser_uses_the_adapters_only_at_low_noise():
 
 
 def _toy_problem(size: int = 16):
-    """A white complex image (k-space energy on every line), a random line mask with a held-out set,
-    and a noisy state at sigma 0.2."""
+    """Six small Gaussian blobs (k-space energy on every line), a random line mask with a held-out set,
+    and a noisy state at sigma 0.05. The untrained prior, ``c_skip x`` (c_skip 0.98), shrinks the image
+    everywhere: a mismatch that the fit set shows and the held-out set shares."""
     gen = torch.Generator().manual_seed(0)
-    noise = [complex_randn((1, size, size), gen) for _ in range(2)]
-    x_true = 0.3 * noise[0]
+    r = torch.arange(size).float()
+    x_true = torch.zeros(1, size, size, dtype=torch.complex64)
+    for _ in range(6):
+        c = torch.randint(2, size - 2, (2,), generator=gen).float()
+        x_true = x_true + torch.exp(-((r[:, None] - c[0]) ** 2 + (r[None, :] - c[1]) ** 2) / 2)
     mask = torch.rand(size, generator=gen) < 0.6
     mask[size // 2 - 2 : size // 2 + 2] = True
     op = CartesianOperator(mask[None, None, None, :])
     held = holdout_sets(mask, (size, size), Split(0.3, 1, 0))[0]
-    sigma = 0.2
-    return op.A(x_true), op, held, x_true + sigma * noise[1], sigma
+    sigma = 0.05
+    return op.A(x_true), op, held, x_true + sigma * complex_randn((1, size, size), gen), sigma
+
+
+def _seeded_adapters(seed: int, rank: int = 4):
+    """A tiny untrained prior with adapters, its random initialisation drawn from ``seed``."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return with_adapters(_prior(TINY, randomise=False), rank=rank, sigma_adapt=1.0)
 
 
 def test_one_adaptation_step_lowers_the_heldout_error():
     y, op, held, x_t, sigma = _toy_problem()
-    denoiser = with_adapters(_prior(TINY, randomise=False), rank=4, sigma_adapt=1.0)
-    fitter = AdapterFit(denoiser, y, op, held, AdaptSpec(steps=1, lr=1e-2))
-    x0 = torch.zeros_like(x_t)
-    fitter(Step(3, x_t, sigma, sigma / 2, x0, x0, x0), x0)
-    (before, after), kept = fitter.history[0]["heldout"], fitter.history[0]["kept"]
-    assert after < before and kept == 1 and fitter.strikes == 0
+    x0, lowered = torch.zeros_like(x_t), []
+    for seed in range(4):  # initialisations of the network and of the adapters' down-projections
+        fitter = AdapterFit(_seeded_adapters(seed), y, op, held, AdaptSpec(steps=1, lr=1e-2))
+        fitter(Step(3, x_t, sigma, sigma / 2, x0, x0, x0), x0)
+        (before, after), kept = fitter.history[0]["heldout"], fitter.history[0]["kept"]
+        lowered.append(after < before)
+        assert kept == (1 if after < before else 0) and fitter.strikes == (0 if after < before else 1)
+    assert sum(lowered) >= 3, lowered  # most of them (seed 3 of this toy does not)
     fitter(Step(4, x_t, 2.0, 1.0, x0, x0, x0), x0)  # above sigma_adapt: no adaptation
     assert len(fitter.history) == 1
 
 
 def test_early_stopping_keeps_the_best_state_and_stops():
     y, op, held, x_t, sigma = _toy_problem()
-    denoiser = with_adapters(_prior(TINY, randomise=False), rank=4, sigma_adapt=1.0)
+    denoiser = _seeded_adapters(0)
     with torch.no_grad():  # held-out data that the unadapted prior predicts exactly: any change hurts
         y = torch.where(held.reshape(op.mask.shape), op.A(denoiser(x_t, sigma)), y)
     fitter = AdapterFit(denoiser, y, op, held, AdaptSpec(steps=2, lr=1e-2, patience=1))
