@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.config import DEFAULT_PARAMS, method_config, read_params
-from benchmarks.tuning_common import eval_slices, mask_spec, psnr, targets, val_volume
+from benchmarks.tuning_common import append_jsonl, cells, eval_slices, mask_spec, psnr, targets, val_volume
 from mrdiff.pipeline import (
     AutoSpec,
     MethodSpec,
@@ -119,19 +119,15 @@ def main(argv: list[str] | None = None) -> int:
             dens["d"] = load_prior(None)
         return dens["d"]
 
-    for label in args.methods.split(","):
-        for kind in args.masks.split(","):
-            for accel in [float(a) for a in args.accels.split(",")]:
-                r = run_cell(info, label, table, kind, accel, args, den_fn, cache)
-                print(
-                    f"{label:>6} {kind:>10} {accel:g}x  fixed {r['fixed']} {r['fixed_psnr']:.2f} dB | "
-                    f"auto {r['auto']} {r['auto_psnr']:.2f} dB ({r['auto_trials']} recons, "
-                    f"{r['auto_seconds']} s) | oracle {r['oracle']} {r['oracle_psnr']:.2f} dB",
-                    flush=True,
-                )
-                if args.json:
-                    with open(args.json, "a") as f:
-                        f.write(json.dumps(r) + "\n")
+    for label, kind, accel in cells(args):
+        r = run_cell(info, label, table, kind, accel, args, den_fn, cache)
+        print(
+            f"{label:>6} {kind:>10} {accel:g}x  fixed {r['fixed']} {r['fixed_psnr']:.2f} dB | "
+            f"auto {r['auto']} {r['auto_psnr']:.2f} dB ({r['auto_trials']} recons, "
+            f"{r['auto_seconds']} s) | oracle {r['oracle']} {r['oracle_psnr']:.2f} dB",
+            flush=True,
+        )
+        append_jsonl(args.json, r)
     return 0
 
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 import mrdiff.pipeline as pipeline
+from mrdiff.adapt import AdaptSpec
 from mrdiff.atomic import atomic_path
 from mrdiff.coils import estimate_maps
 from mrdiff.errors import InputError
@@ -51,6 +52,8 @@ class MethodConfig:
 
     ``auto``: held-out k-space cross-validation settings (:func:`auto_settings`) when the row tunes its
     parameters per volume (`mrdiff bench --auto`), else None.
+    ``adapt``: test-time adaptation settings (``AdaptSpec.settings()``) when the row fits a LoRA
+    adapter of the prior per volume (`mrdiff bench --adapt`), else None.
     """
 
     label: str
@@ -59,6 +62,7 @@ class MethodConfig:
     nfe: int = 50
     samples: int = 1
     auto: dict | None = None
+    adapt: dict | None = None
 
     @property
     def is_diffusion(self) -> bool:
@@ -141,6 +145,28 @@ def _target(info: VolumeInfo, slices: list[int]) -> np.ndarray | None:
     return np.stack([center_crop(read_slice(info, s).target.numpy(), info.recon_size) for s in slices])
 
 
+def _volume_spec(
+    m: MethodConfig, spec: MethodSpec, info, cell: Cell, maps_cache, idx
+) -> tuple[MethodSpec, dict]:
+    """``spec`` for one volume after the row's per-volume steps: parameters tuned by held-out
+    cross-validation (``auto``), then the prior adapted to the volume (``adapt``); and what they did."""
+    extra = {}
+    if m.auto is not None:
+        res = pipeline.tune_volume(info, spec, cell.mask_spec, auto_from_settings(m.auto), maps_cache, idx)
+        spec = replace(spec, params=res.params)
+        extra["auto"] = {
+            "chosen": res.chosen,
+            "cv_error": res.error,
+            "trials": res.trials,
+            "seconds": res.seconds,
+        }
+    if m.adapt is not None:
+        adapt = AdaptSpec.from_settings(m.adapt)
+        adapted, extra["adapt"] = pipeline.adapt_volume(info, spec, cell.mask_spec, adapt, maps_cache, idx)
+        spec = replace(spec, denoiser=adapted)
+    return spec, extra
+
+
 def run_cell(
     cell: Cell,
     volumes: list[VolumeInfo],
@@ -158,17 +184,7 @@ def run_cell(
     rows, t0 = [], time.perf_counter()
     for info in volumes:
         idx = slices[info.path.name]
-        vspec, tuned = spec, None
-        if m.auto is not None:
-            auto = auto_from_settings(m.auto)
-            res = pipeline.tune_volume(info, spec, cell.mask_spec, auto, maps_cache, idx)
-            vspec = replace(spec, params=res.params)
-            tuned = {
-                "chosen": res.chosen,
-                "cv_error": res.error,
-                "trials": res.trials,
-                "seconds": res.seconds,
-            }
+        vspec, extra = _volume_spec(m, spec, info, cell, maps_cache, idx)
         result = reconstruct_volume(info, vspec, cell.mask_spec, idx, maps_cache=maps_cache)
         attrs = {
             **run_record(vspec, cell.mask_spec, info.mask is not None),
@@ -183,8 +199,7 @@ def run_cell(
             "seed": cell.seed,
             "prior_sha256": getattr(denoiser, "sha256", "") if m.is_diffusion else "",
         }
-        if tuned is not None:
-            attrs["auto"] = tuned
+        attrs.update(extra)
         write_reconstruction(
             out / "recons" / cell.key / info.path.name,
             result.reconstruction,
@@ -200,8 +215,7 @@ def run_cell(
             "residual": float(np.mean(result.residual)),
             "sampling_fraction": sampling_fraction(result.mask, info.shape[2:]),
         }
-        if tuned is not None:
-            row["auto"] = tuned
+        row.update(extra)
         target = _target(info, idx)
         if target is not None:
             row.update(volume_metrics(target, result.reconstruction))
@@ -241,7 +255,7 @@ def is_current(
     """
     if record is None or record.get("method") is None:
         return False
-    if {"auto": None, **record["method"]} != json.loads(json.dumps(asdict(cell.method))):
+    if {"auto": None, "adapt": None, **record["method"]} != json.loads(json.dumps(asdict(cell.method))):
         return False
     if record.get("center_fraction") != cell.mask_spec.center_fraction:
         return False

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 
 from benchmarks.harness import center_fraction
@@ -52,3 +55,20 @@ def spearman(a, b) -> float:
     from scipy.stats import spearmanr
 
     return float(spearmanr(np.asarray(a), np.asarray(b)).statistic)
+
+
+def cells(args) -> list[tuple[str, str, float]]:
+    """Every (row label, mask kind, acceleration) of comma-separated ``--methods/--masks/--accels``."""
+    return [
+        (label, kind, float(accel))
+        for label in args.methods.split(",")
+        for kind in args.masks.split(",")
+        for accel in args.accels.split(",")
+    ]
+
+
+def append_jsonl(path: Path | None, record: dict) -> None:
+    """Append ``record`` as one JSON line to ``path`` (nothing when None)."""
+    if path is not None:
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")

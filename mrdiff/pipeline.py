@@ -5,6 +5,8 @@ read slice -> mask (the file's own, or a retrospective one seeded from the file 
 centre-cropped to the recon size. Optionally, parameters are first chosen per volume by held-out
 k-space cross-validation on a few central slices (:func:`tune_volume`), and every slice's held-out
 error is recorded as a no-reference quality score (``reconstruct_volume(..., heldout=Split())``).
+With ``--adapt``, a LoRA adapter of the diffusion prior is first fitted to the volume
+(:func:`adapt_volume`, :mod:`mrdiff.adapt`) and reconstructs every slice in the prior's place.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from mrdiff.adapt import AdapterFit, AdaptSpec
 from mrdiff.baselines import BASELINES, DEFAULT_LAMBDA, TUNABLE
 from mrdiff.coils import estimate_maps
 from mrdiff.errors import InputError
@@ -27,7 +30,8 @@ from mrdiff.io import VolumeInfo, center_crop, read_slice
 from mrdiff.masks import make_mask
 from mrdiff.noise import make_generator, seed_for
 from mrdiff.operators import CartesianOperator
-from mrdiff.tuning import Split, TuneResult, check_tunable, fold_errors, holdout_sets, tune
+from mrdiff.priors.lora import AdaptedDenoiser, with_adapters
+from mrdiff.tuning import Split, TuneResult, check_tunable, fit_operator, fold_errors, holdout_sets, tune
 
 #: CCDF's initialiser when the user names none (``--set init=...`` chooses another)
 DEFAULT_INIT = "cs-l1"
@@ -237,6 +241,52 @@ def tune_volume(
     return tune(_runner(spec, info, idx), y, op, tunable, auto.split, base, auto.points, auto.refine)
 
 
+def check_adapt(info: VolumeInfo, spec: MethodSpec, mask_spec: MaskSpec, adapt: AdaptSpec) -> torch.Tensor:
+    """Validate an adaptation request for one volume before anything runs; returns the held-out mask.
+
+    Raises:
+        InputError: not a diffusion method, a bad setting, or nothing to hold out.
+    """
+    if spec.name not in diffusion_methods():
+        raise InputError(f"--adapt adapts a diffusion prior; '{spec.name}' is not a diffusion method")
+    adapt.check()
+    return holdout_sets(volume_mask(info, mask_spec), tuple(info.shape[2:]), replace(adapt.split, folds=1))[0]
+
+
+def adapt_volume(
+    info: VolumeInfo,
+    spec: MethodSpec,
+    mask_spec: MaskSpec = MaskSpec(),
+    adapt: AdaptSpec | None = None,
+    maps_cache: dict | None = None,
+    slices: list[int] | None = None,
+) -> tuple[AdaptedDenoiser, dict]:
+    """Fit one LoRA adapter of ``spec.denoiser`` to a volume (DDIP, Chung & Ye, ECCV 2024; see
+    :mod:`mrdiff.adapt`); returns the adapted denoiser (frozen) and a summary of the fit.
+
+    ``adapt.slices`` central slices (of ``slices``, default all) are reconstructed together from the
+    fit set only, by ``spec``'s method through the one reverse loop, with :class:`AdapterFit` as its
+    callback; the adapter then serves every slice of the volume.
+    """
+    from mrdiff.reconstruct import prior_scale
+
+    t0, adapt = time.perf_counter(), adapt or AdaptSpec()
+    held = check_adapt(info, spec, mask_spec, adapt)
+    mask = volume_mask(info, mask_spec)
+    idx = central_slices(list(range(info.shape[0])) if slices is None else list(slices), adapt.slices)
+    y, op = _batch(info, idx, mask, spec.device, maps_cache)
+    fit = fit_operator(op, held)
+    y_fit = y * fit.mask.to(y.device)
+    scale = prior_scale(y_fit, fit, spec.denoiser)
+    denoiser = with_adapters(spec.denoiser, adapt.rank, adapt.sigma).to(spec.device)
+    fitter = AdapterFit(denoiser, y / scale[:, None, None, None], op, held, adapt, spec.seed)
+    gens = [make_generator(seed_for(spec.seed, info.path.name, i), spec.device) for i in idx]
+    _run_method(replace(spec, denoiser=denoiser, samples=1), y_fit, fit, gens, callback=fitter, scale=scale)
+    denoiser.requires_grad_(False)
+    summary = {**adapt.settings(), "slices": idx, **fitter.summary()}
+    return denoiser, {**summary, "seconds": round(time.perf_counter() - t0, 2)}
+
+
 def volume_mask(info: VolumeInfo, spec: MaskSpec) -> torch.Tensor:
     """The file's acquired mask, else a retrospective mask seeded from the file name."""
     if info.mask is not None:
@@ -280,8 +330,11 @@ def _batch(info: VolumeInfo, idx: list[int], mask, device: str, maps_cache: dict
     return y, CartesianOperator(mask.to(device), maps)
 
 
-def _run_method(spec: MethodSpec, y, op, generators) -> dict:
-    """Run one method on a batch; returns complex ``mean`` (B,H,W), optional ``std``, ``nfe``."""
+def _run_method(spec: MethodSpec, y, op, generators, **loop) -> dict:
+    """Run one method on a batch; returns complex ``mean`` (B,H,W), optional ``std``, ``nfe``.
+
+    ``loop``: further keywords of :func:`mrdiff.reconstruct.reconstruct` (``callback``, ``scale``)
+    for a diffusion method."""
     if spec.name in BASELINES:
         return {"mean": BASELINES[spec.name](y, op, **spec.params), "std": None, "nfe": 0}
     sup = supervised_methods()
@@ -302,6 +355,7 @@ def _run_method(spec: MethodSpec, y, op, generators) -> dict:
         generators=generators,
         params=params,
         init=init,
+        **loop,
     )
     return {"mean": res.mean, "std": res.std, "nfe": res.nfe, "samples": res.samples}
 

@@ -66,6 +66,13 @@ def estimate_scale(
     return image_scale(x).to(y.device) * calibration
 
 
+def prior_scale(y: torch.Tensor, op: CartesianOperator, denoiser) -> torch.Tensor:
+    """:func:`estimate_scale` with the prior's own calibration (``denoiser.scale_calibration``, else
+    :data:`~mrdiff.priors.checkpoint.DEFAULT_SCALE_CALIBRATION`)."""
+    calibration = getattr(denoiser, "scale_calibration", None)
+    return estimate_scale(y, op, calibration=float(calibration or DEFAULT_SCALE_CALIBRATION))
+
+
 def _check(y, method, nfe, samples, generators) -> None:
     if y.ndim != 4 or not y.is_complex():
         raise InputError(f"reconstruct: y must be complex (B, C, H, W), got {tuple(y.shape)} {y.dtype}")
@@ -90,6 +97,7 @@ def reconstruct(
     init: torch.Tensor | None = None,
     autocast: bool = True,
     callback: Callable | None = None,
+    scale: torch.Tensor | None = None,
 ) -> ReconResult:
     """Reconstruct a batch of slices with a diffusion prior and a consistency method.
 
@@ -106,6 +114,8 @@ def reconstruct(
         init: baseline reconstruction ``(B, H, W)`` for warm-started methods (CCDF).
         autocast: run the denoiser in bf16 autocast on CUDA.
         callback: passed to the loop, ``callback(step, x_next)``.
+        scale: per-slice image scale ``(B,)`` to use instead of :func:`estimate_scale` (a callback
+            that compares the loop's state with measurements needs the scale it is on).
 
     Returns:
         :class:`ReconResult` on the scale of ``y``.
@@ -113,8 +123,7 @@ def reconstruct(
     _check(y, method, nfe, samples, generators)
     B, K = y.shape[0], samples
     m = REGISTRY[method](**(params or {}))
-    calibration = float(getattr(denoiser, "scale_calibration", DEFAULT_SCALE_CALIBRATION))
-    scale = estimate_scale(y, op, calibration=calibration).to(y.device)
+    scale = (prior_scale(y, op, denoiser) if scale is None else scale).to(y.device)
     y_s = (y / scale[:, None, None, None]).repeat_interleave(K, 0)
     init_s = None if init is None else (init.to(y.device) / scale[:, None, None]).repeat_interleave(K, 0)
     op_k = op.repeat(K)

@@ -16,8 +16,10 @@ from benchmarks.report import write_tables, write_text
 from benchmarks.sweep import choose, grid_configs, write_params
 from mrdiff.errors import InputError
 from mrdiff.io import list_volumes, open_volume
-from mrdiff.pipeline import MethodSpec, all_methods, check_auto, diffusion_methods
+from mrdiff.pipeline import MethodSpec, all_methods, check_adapt, check_auto, diffusion_methods
 from recon.verbs import SUMMARIES, autotune
+from recon.verbs.adapt import adapt_spec
+from recon.verbs.adapt import add_arguments as add_adapt_arguments
 from recon.verbs.common import pick_device
 
 HELP = SUMMARIES["bench"]
@@ -62,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep", action="store_true", help="run the documented hyper-parameter grid (val only)")
     p.add_argument("--params-out", type=Path, default=None, help="--sweep: where to write the chosen params")
     autotune.add_arguments(p)
+    add_adapt_arguments(p)
     return p
 
 
@@ -74,6 +77,20 @@ def _auto_rows(args, methods, volumes, cells) -> list:
         for info in volumes:
             check_auto(info, MethodSpec(cell.method.name, cell.method.params), cell.mask_spec, auto)
     return [replace(m, label=m.label + "+auto", auto=auto_settings(auto)) for m in methods]
+
+
+def _adapt_rows(args, methods, volumes, cells) -> list:
+    """With ``--adapt``: diffusion rows become ``LABEL+adapt`` (a LoRA adapter of the prior fitted per
+    volume); other rows stay as they are (baselines); bad requests fail here."""
+    adapt = adapt_spec(args)
+    if adapt is None:
+        return methods
+    for cell in cells:
+        for info in volumes:
+            if cell.method.is_diffusion:
+                check_adapt(info, MethodSpec(cell.method.name, cell.method.params), cell.mask_spec, adapt)
+    settings = adapt.settings()
+    return [replace(m, label=m.label + "+adapt", adapt=settings) if m.is_diffusion else m for m in methods]
 
 
 def load_denoiser(prior: str | None, device: str):
@@ -172,6 +189,7 @@ def main(argv: list[str]) -> int:
     if args.sweep and (directory.name == "test" or any(v.attrs.get("split") == "test" for v in volumes)):
         raise InputError(f"{directory}: the sweep tunes hyper-parameters and must run on `val`, never `test`")
     methods = _auto_rows(args, methods, volumes, plan(methods, masks, accels, args.seeds))
+    methods = _adapt_rows(args, methods, volumes, plan(methods, masks, accels, args.seeds))
     cells = plan(methods, masks, accels, args.seeds)
     device = pick_device(args.device)
     args.out.mkdir(parents=True, exist_ok=True)

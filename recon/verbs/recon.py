@@ -19,7 +19,9 @@ from mrdiff.overrides import method_params
 from mrdiff.pipeline import (
     MaskSpec,
     MethodSpec,
+    adapt_volume,
     all_methods,
+    check_adapt,
     check_auto,
     check_init,
     check_method,
@@ -32,6 +34,8 @@ from mrdiff.pipeline import (
 )
 from mrdiff.provenance import mismatch, request_of, run_record
 from recon.verbs import SUMMARIES, autotune
+from recon.verbs.adapt import adapt_spec
+from recon.verbs.adapt import add_arguments as add_adapt_arguments
 from recon.verbs.common import (
     check_destination,
     check_outputs_spare_inputs,
@@ -101,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         "reconstruction per slice)",
     )
     autotune.add_arguments(p)
+    add_adapt_arguments(p)
     return p
 
 
@@ -154,7 +159,7 @@ def _mask_spec(args) -> MaskSpec:
     return MaskSpec(args.mask, args.accel, args.center_fraction, args.mask_seed)
 
 
-def _run_one(args, path: Path, out_path: Path, spec: MethodSpec, bar, auto) -> dict:
+def _run_one(args, path: Path, out_path: Path, spec: MethodSpec, bar, auto, adapt) -> dict:
     info = open_volume(path)
     mask_spec = _mask_spec(args)
     slices = _slices(args.slices, info.shape[0])
@@ -163,6 +168,9 @@ def _run_one(args, path: Path, out_path: Path, spec: MethodSpec, bar, auto) -> d
         tuned = tune_volume(info, spec, mask_spec, auto, maps_cache, slices)
         spec = replace(spec, params=tuned.params)
         report["auto"] = autotune.summary(tuned, auto, tuning_slices(info, auto, slices))
+    if adapt is not None:
+        adapted, report["adapt"] = adapt_volume(info, spec, mask_spec, adapt, maps_cache, slices)
+        spec = replace(spec, denoiser=adapted)
     heldout = None if args.no_heldout else autotune.heldout_split(args)
     result = reconstruct_volume(info, spec, mask_spec, slices, bar.update, maps_cache, heldout)
     extras = {"residual": result.residual, "mask": result.mask.numpy(), "zero_filled": result.zero_filled}
@@ -185,9 +193,9 @@ def _run_one(args, path: Path, out_path: Path, spec: MethodSpec, bar, auto) -> d
     return report
 
 
-def _request(args) -> tuple[MethodSpec, object]:
-    """Validate the options (one-line InputErrors) and return the method spec (no prior yet) and the
-    tuning request (or None)."""
+def _request(args) -> tuple[MethodSpec, object, object]:
+    """Validate the options (one-line InputErrors) and return the method spec (no prior yet), the
+    tuning request and the adaptation request (each or None)."""
     check_method(args.method)
     args.mask = canonical_kind(args.mask)
     if args.mask not in MASK_KINDS:
@@ -204,7 +212,7 @@ def _request(args) -> tuple[MethodSpec, object]:
     check_init(args.method, params)
     device = pick_device(args.device)
     spec = MethodSpec(args.method, params, None, args.nfe, args.samples, args.seed, device, args.batch)
-    return spec, autotune.auto_spec(args)
+    return spec, autotune.auto_spec(args), adapt_spec(args)
 
 
 def _report_failure(path: Path, err: Exception, failed: dict) -> None:
@@ -213,8 +221,9 @@ def _report_failure(path: Path, err: Exception, failed: dict) -> None:
     print(f"mrdiff recon: {path}: {err} (skipped; the other files go on)", file=sys.stderr)
 
 
-def _open_inputs(todo, args, spec, auto, keep_going: bool, failed: dict) -> dict:
-    """``{input: VolumeInfo}`` of every readable input, validated (and its tuning request checked)
+def _open_inputs(todo, args, spec, auto, adapt, keep_going: bool, failed: dict) -> dict:
+    """``{input: VolumeInfo}`` of every readable input, validated (and its tuning and adaptation
+    requests checked)
     before anything is computed; a bad input raises, or with ``keep_going`` is reported and left out."""
     infos = {}
     for f, _ in todo:
@@ -222,6 +231,8 @@ def _open_inputs(todo, args, spec, auto, keep_going: bool, failed: dict) -> dict
             info = open_volume(f)
             if auto is not None:
                 check_auto(info, spec, _mask_spec(args), auto)
+            if adapt is not None:
+                check_adapt(info, spec, _mask_spec(args), adapt)
             check_prior_fits(spec.denoiser, info)
             infos[f] = info
         except InputError as err:
@@ -245,7 +256,10 @@ def _unfinished(todo, infos: dict, args, spec: MethodSpec) -> list:
             continue
         record = run_record(spec, _mask_spec(args), infos[f].mask is not None)
         request = request_of(
-            record, _slices(args.slices, infos[f].shape[0]), autotune.auto_spec(args) is not None
+            record,
+            _slices(args.slices, infos[f].shape[0]),
+            autotune.auto_spec(args) is not None,
+            adapt_spec(args) is not None,
         )
         reason = mismatch(o, request, _n_slices(args, infos[f]))
         if reason is not None:
@@ -254,7 +268,7 @@ def _unfinished(todo, infos: dict, args, spec: MethodSpec) -> list:
     return out
 
 
-def _run_all(todo, infos, args, spec, auto, keep_going: bool, failed: dict) -> dict:
+def _run_all(todo, infos, args, spec, auto, adapt, keep_going: bool, failed: dict) -> dict:
     """Reconstruct every readable pair of ``todo``; returns ``{output: report}`` of those written."""
     reports = {}
     total = sum(_n_slices(args, infos[f]) for f, _ in todo if f in infos)
@@ -263,7 +277,7 @@ def _run_all(todo, infos, args, spec, auto, keep_going: bool, failed: dict) -> d
             if f not in infos:
                 continue
             try:
-                reports[str(o)] = _run_one(args, f, o, spec, bar, auto)
+                reports[str(o)] = _run_one(args, f, o, spec, bar, auto, adapt)
             except InputError as err:
                 if not keep_going:
                     raise
@@ -275,7 +289,7 @@ def main(argv: list[str]) -> int:
     """Entry point of `mrdiff recon`: exit 0 when every input was written, 1 when some failed
     (``--keep-going``; each is named on stderr and in the summary's ``failed``), 2 on bad options."""
     args = build_parser().parse_args(argv)
-    spec, auto = _request(args)
+    spec, auto, adapt = _request(args)
     many = args.input.is_dir()
     keep_going = many and args.keep_going
     todo = [(f, output_path(f, args.out, many)) for f in list_volumes(args.input)]
@@ -284,13 +298,13 @@ def main(argv: list[str]) -> int:
         check_destination(o)
     spec = replace(spec, denoiser=_load_denoiser(args, spec.device))
     failed: dict[str, str] = {}
-    infos = _open_inputs(todo, args, spec, auto, keep_going, failed)
+    infos = _open_inputs(todo, args, spec, auto, adapt, keep_going, failed)
     pending = _unfinished(todo, infos, args, spec) if args.resume else todo
     with sigterm_as_interrupt():
-        reports = _run_all(pending, infos, args, spec, auto, keep_going, failed)
+        reports = _run_all(pending, infos, args, spec, auto, adapt, keep_going, failed)
     summary = {"written": list(reports), "skipped": len(todo) - len(pending), "failed": failed}
     heldout = None if args.no_heldout else autotune.heldout_split(args)
-    print(json.dumps({**summary, "files": reports} if heldout or auto else summary))
+    print(json.dumps({**summary, "files": reports} if heldout or auto or adapt else summary))
     return 1 if failed else 0
 
 
