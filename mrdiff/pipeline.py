@@ -197,7 +197,9 @@ def _slice_inputs(info: VolumeInfo, index: int, mask: torch.Tensor, maps_cache: 
     """Masked k-space ``(C, H, W)``, maps ``(C, H, W)`` or None, target or None.
 
     With ``maps_cache`` (a dict), ESPIRiT maps are looked up by :func:`maps_key` and stored there, so
-    several methods run on the same slice and mask share one estimate (as ``mrdiff bench`` does).
+    several methods run on the same slice and mask share one estimate (as ``mrdiff bench`` does). A
+    read-only mapping (``types.MappingProxyType``) is looked up but never filled, so memory stays bounded
+    by what it already holds (``mrdiff recon`` reuses the tuning slices' maps that way).
     """
     data = read_slice(info, index)
     y = data.kspace * mask.to(torch.bool)
@@ -209,7 +211,7 @@ def _slice_inputs(info: VolumeInfo, index: int, mask: torch.Tensor, maps_cache: 
     maps = None if maps_cache is None else maps_cache.get(key)
     if maps is None:
         maps = estimate_maps(y, mask)
-        if maps_cache is not None:
+        if isinstance(maps_cache, dict):
             maps_cache[key] = maps
     return y, maps, data.target
 
@@ -284,10 +286,10 @@ def reconstruct_volume(
         if heldout is not None:
             ho_all.append(_heldout_scores(spec, info, idx, y, op, sets))
         nfe = out["nfe"]
-        outs.append(center_crop(out["mean"].abs(), info.recon_size).float().cpu())
-        zfs.append(center_crop(BASELINES["zf"](y, op).abs(), info.recon_size).float().cpu())
+        outs.append(_cropped(out["mean"].abs(), info))
+        zfs.append(_cropped(BASELINES["zf"](y, op).abs(), info))
         if out["std"] is not None:
-            stds.append(center_crop(out["std"], info.recon_size).float().cpu())
+            stds.append(_cropped(out["std"], info))
         res_all.append(op.residual(out["mean"].to(y.dtype), y).float().cpu())
         if progress:
             progress(len(idx))
@@ -302,6 +304,12 @@ def reconstruct_volume(
         mask,
         np.concatenate(ho_all) if heldout is not None else None,
     )
+
+
+def _cropped(x: torch.Tensor, info: VolumeInfo) -> torch.Tensor:
+    """A copy of the recon-size centre of ``x`` ``(B, H, W)`` as float32 on the CPU (a copy, not a view:
+    a view would keep each batch's full ``H x W`` outputs alive until the volume is done)."""
+    return center_crop(x, info.recon_size).float().cpu().clone()
 
 
 def _first_fold(mask, info: VolumeInfo, split: Split | None) -> list:

@@ -97,3 +97,17 @@ def test_bad_kspace_shape_is_refused(tmp_path, shape, capsys):
     assert cli_main([*argv, "--kspace-shape", shape]) == 2
     assert "--kspace-shape" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_maps_cache_read_only_is_not_filled(multicoil_h5):
+    """`mrdiff recon` passes a read-only cache: memory must not grow with the slices reconstructed."""
+    from types import MappingProxyType
+
+    from mrdiff.pipeline import MethodSpec, reconstruct_volume
+
+    info, filled = open_volume(multicoil_h5), {}
+    reconstruct_volume(info, MethodSpec("zf"), maps_cache=filled)
+    assert len(filled) == 2  # mrdiff bench shares maps between methods this way
+    frozen = MappingProxyType({})
+    result = reconstruct_volume(info, MethodSpec("zf"), maps_cache=frozen)
+    assert len(frozen) == 0 and result.reconstruction.shape[0] == 2

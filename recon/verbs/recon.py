@@ -6,6 +6,7 @@ import argparse
 import json
 from dataclasses import replace
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 from tqdm import tqdm
@@ -137,7 +138,9 @@ def _run_one(args, path: Path, out_path: Path, spec: MethodSpec, denoiser, bar, 
         spec = replace(spec, params=tuned.params)
         report["auto"] = autotune.summary(tuned, auto, tuning_slices(info, auto, slices))
     heldout = None if args.no_heldout else autotune.heldout_split(args)
-    result = reconstruct_volume(info, spec, mask_spec, slices, bar.update, maps_cache, heldout)
+    # read-only: the tuning slices' maps are reused, but the maps of every slice are not kept to the end
+    maps = MappingProxyType(maps_cache)
+    result = reconstruct_volume(info, spec, mask_spec, slices, bar.update, maps, heldout)
     extras = {"residual": result.residual, "mask": result.mask.numpy(), "zero_filled": result.zero_filled}
     if result.std is not None:
         extras["std"] = result.std
