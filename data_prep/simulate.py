@@ -223,7 +223,14 @@ def simulate_fine(
     """
     full = fine.shape[-1]
     H, W = (size, size) if kspace_shape is None else kspace_shape
-    if fine.shape != (full, full) or full < size or H < size or W < size or (full * H) % size or (full * W) % size:
+    if (
+        fine.shape != (full, full)
+        or full < size
+        or H < size
+        or W < size
+        or (full * H) % size
+        or (full * W) % size
+    ):
         raise ValueError(
             f"fine grid must be square and >= {size}, k-space grid {(H, W)} >= {size} and a multiple of "
             f"{size} / fine size; got fine {tuple(fine.shape)}"

@@ -112,9 +112,10 @@ def espirit_rect(
     The same steps as ``sigpy.mri.app.EspiritCalib`` (which it equals for square blocks, see
     tests/test_coils.py) but with rectangular calibration and kernel shapes, so that the ~5 centre
     columns x H rows of an 8x fastMRI mask are all used instead of a 5x5 square. The per-pixel
-    eigenproblem is solved exactly (``eigh`` of the C x C matrix) instead of by power iteration.
-    Pixels are processed a block of rows at a time (:func:`_espirit_rows`), so memory is bounded by
-    the block and the maps, not by ``H x W x C x C`` (a 640 x 368, 16-coil slice needed 4 GB at once).
+    eigenproblem is solved exactly (``eigh`` of the C x C matrix) instead of by power iteration, with
+    numpy and torch only (no sigpy import). Pixels are processed a block of rows at a time
+    (:func:`_espirit_rows`), so memory is bounded by the block and the maps, not by ``H x W x C x C``
+    (a 640 x 368, 16-coil slice needed 4 GB at once).
 
     Args:
         ksp: k-space ``(C, H, W)`` complex64 (only the centred ``calib_shape`` block is read).
@@ -126,12 +127,10 @@ def espirit_rect(
     Returns:
         maps ``(C, H, W)`` complex64 (unit norm over coils where not cropped).
     """
-    import sigpy as sp  # imported here: sigpy loads numba (seconds)
-
     C, H, W = ksp.shape
     kh, kw = kernel_shape
-    calib = sp.resize(ksp, (C, *calib_shape))
-    blocks = sp.array_to_blocks(calib, [kh, kw], [1, 1])  # (C, nh, nw, kh, kw)
+    calib = ksp[:, _centred(H, calib_shape[0]), _centred(W, calib_shape[1])]  # as sigpy.resize crops
+    blocks = np.lib.stride_tricks.sliding_window_view(calib, (kh, kw), axis=(1, 2))  # (C, nh, nw, kh, kw)
     mat = blocks.reshape(C, -1, kh * kw).transpose(1, 0, 2).reshape(-1, C * kh * kw)
     _, sv, vh = np.linalg.svd(mat, full_matrices=False)
     kernels = vh[sv > thresh * sv.max()].reshape(-1, C, kh, kw)
@@ -145,14 +144,17 @@ def espirit_rect(
 
 def _centred_idft(n: int, k: int) -> torch.Tensor:
     """``(n, k)`` matrix of the centred orthonormal inverse DFT of ``k`` samples zero-padded to ``n`` as
-    ``sigpy.resize`` places them (``sigpy.ifft`` of unit vectors): separable pieces of the 2-D one."""
-    import sigpy as sp
+    ``sigpy.resize`` places them (``sigpy.ifft`` of unit vectors): separable pieces of the 2-D one.
+    Plain torch, so maps need no sigpy import (5 s) nor numba compilation (1 s) in a fresh process."""
+    unit = torch.zeros((k, n), dtype=torch.complex64)
+    unit[:, _centred(n, k)] = torch.eye(k, dtype=torch.complex64)
+    img = torch.fft.fftshift(torch.fft.ifft(torch.fft.ifftshift(unit, dim=-1), dim=-1, norm="ortho"), dim=-1)
+    return img.T.contiguous()
 
-    unit = sp.resize(np.eye(k, dtype=np.complex64), (k, n))
-    return torch.from_numpy(np.ascontiguousarray(sp.ifft(unit, axes=(-1,)).T, np.complex64))
 
-
-def _espirit_rows(kernels: torch.Tensor, H: int, W: int, budget: int = 2**25) -> tuple[torch.Tensor, torch.Tensor]:
+def _espirit_rows(
+    kernels: torch.Tensor, H: int, W: int, budget: int = 2**25
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Top eigenvector and eigenvalue of ESPIRiT's per-pixel ``C x C`` matrix, a block of rows at a time.
 
     The image of each kernel (zero-padded to ``H x W``, centred inverse FFT) is separable, so a block

@@ -61,7 +61,7 @@ def test_same_object_as_the_square_grid():
 
 
 def test_snr_in_the_oversampled_margin():
-    """Rows outside the crop hold noise only: its std per real component is sigma, and the SNR is as stated."""
+    """Rows outside the crop hold noise only: std per real component sigma, and the SNR as stated."""
     noisy, clean = simulate(20.0), simulate(300.0)
     np.testing.assert_array_equal(noisy.rss, clean.rss)  # same seed: same truth
     margin = ifft2c(torch.from_numpy(noisy.kspace)).numpy()[:, : (H - N) // 2 - 4]
