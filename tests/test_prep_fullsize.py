@@ -111,3 +111,22 @@ def test_maps_cache_read_only_is_not_filled(multicoil_h5):
     frozen = MappingProxyType({})
     result = reconstruct_volume(info, MethodSpec("zf"), maps_cache=frozen)
     assert len(frozen) == 0 and result.reconstruction.shape[0] == 2
+
+
+def test_fullsize_benchmark_runs_each_method_in_its_own_process(tmp_path):
+    """`python -m benchmarks.fullsize` on a tiny 3-slice file: a row per (method, slice count), peak RSS."""
+    import json
+
+    from benchmarks.fullsize import main as bench_main
+
+    pages = [Image.fromarray((head() * (150 + 30 * s)).astype(np.uint8)) for s in range(3)]
+    pages[0].save(tmp_path / "stack.tif", save_all=True, append_images=pages[1:])
+    argv = ["prep", str(tmp_path / "stack.tif"), "--out", str(tmp_path / "d"), "--size", str(N)]
+    assert cli_main([*argv, "--coils", str(C), "--kspace-shape", f"{H}x{W}", "--no-progress"]) == 0
+    out = tmp_path / "bench"
+    data = tmp_path / "d" / "train" / "stack.h5"
+    assert bench_main(["--data", str(data), "--methods", "zf", "--counts", "1,2", "--out", str(out)]) == 0
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [(r["label"], r["slices"], r["rc"]) for r in rows] == [("zf", [1], 0), ("zf", [0, 1], 0)]
+    assert all(r["peak_mib"] > 50 and r["shape"][-2:] == [N, N] for r in rows)
+    assert "| zf |" in (out / "results.md").read_text()
