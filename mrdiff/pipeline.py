@@ -280,17 +280,15 @@ def reconstruct_volume(
     outs, zfs, stds, res_all, ho_all, nfe, t0 = [], [], [], [], [], 0, time.perf_counter()
     for start in range(0, len(slices), max(1, spec.batch)):
         idx = slices[start : start + max(1, spec.batch)]
-        y, op = _batch(info, idx, mask, spec.device, maps_cache)
-        gens = [make_generator(seed_for(spec.seed, info.path.name, i), spec.device) for i in idx]
-        out = _run_method(spec, y, op, gens)
+        part = _batch_result(spec, info, idx, mask, maps_cache, sets if heldout is not None else None)
+        nfe = part["nfe"]
+        outs.append(part["mean"])
+        zfs.append(part["zf"])
+        if part["std"] is not None:
+            stds.append(part["std"])
+        res_all.append(part["residual"])
         if heldout is not None:
-            ho_all.append(_heldout_scores(spec, info, idx, y, op, sets))
-        nfe = out["nfe"]
-        outs.append(_cropped(out["mean"].abs(), info))
-        zfs.append(_cropped(BASELINES["zf"](y, op).abs(), info))
-        if out["std"] is not None:
-            stds.append(_cropped(out["std"], info))
-        res_all.append(op.residual(out["mean"].to(y.dtype), y).float().cpu())
+            ho_all.append(part["heldout"])
         if progress:
             progress(len(idx))
     seconds = (time.perf_counter() - t0) / max(1, len(slices))
@@ -304,6 +302,30 @@ def reconstruct_volume(
         mask,
         np.concatenate(ho_all) if heldout is not None else None,
     )
+
+
+def _batch_result(
+    spec: MethodSpec, info: VolumeInfo, idx: list[int], mask, maps_cache: dict | None, sets: list | None
+) -> dict:
+    """Reconstruct slices ``idx`` together; only the recon-size outputs leave this function, so the
+    batch's k-space, maps, operator and full-grid images are freed before the next batch is read (in one
+    loop body they stayed alive while the next batch was built: two batches in memory at once).
+
+    Returns:
+        ``mean``, ``zf``, ``std`` (or None) float32 ``(B, h, w)``, ``residual`` ``(B,)``, ``heldout``
+        ``(B,)`` (None without ``sets``) and ``nfe``.
+    """
+    y, op = _batch(info, idx, mask, spec.device, maps_cache)
+    gens = [make_generator(seed_for(spec.seed, info.path.name, i), spec.device) for i in idx]
+    out = _run_method(spec, y, op, gens)
+    return {
+        "mean": _cropped(out["mean"].abs(), info),
+        "zf": _cropped(BASELINES["zf"](y, op).abs(), info),
+        "std": None if out["std"] is None else _cropped(out["std"], info),
+        "residual": op.residual(out["mean"].to(y.dtype), y).float().cpu(),
+        "heldout": None if sets is None else _heldout_scores(spec, info, idx, y, op, sets),
+        "nfe": out["nfe"],
+    }
 
 
 def _cropped(x: torch.Tensor, info: VolumeInfo) -> torch.Tensor:

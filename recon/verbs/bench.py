@@ -18,7 +18,7 @@ from mrdiff.errors import InputError
 from mrdiff.io import list_volumes, open_volume
 from mrdiff.pipeline import MethodSpec, all_methods, check_auto, diffusion_methods
 from recon.verbs import SUMMARIES, autotune
-from recon.verbs.common import pick_device
+from recon.verbs.common import pick_device, return_freed_memory
 
 HELP = SUMMARIES["bench"]
 QUICK = {"slices": 1, "volumes": 2, "nfe": 4}
@@ -151,6 +151,7 @@ def _figures(records, agg, volumes, out: Path, masks, accels, methods) -> None:
 def main(argv: list[str]) -> int:
     """Entry point of `mrdiff bench`."""
     args = build_parser().parse_args(argv)
+    return_freed_memory()
     t0 = time.perf_counter()
     directory = _split_dir(args)
     if args.real is not None:

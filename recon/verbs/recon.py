@@ -29,7 +29,14 @@ from mrdiff.pipeline import (
     tuning_slices,
 )
 from recon.verbs import SUMMARIES, autotune
-from recon.verbs.common import check_outputs_spare_inputs, method_params, output_path, parse_sets, pick_device
+from recon.verbs.common import (
+    check_outputs_spare_inputs,
+    method_params,
+    output_path,
+    parse_sets,
+    pick_device,
+    return_freed_memory,
+)
 
 HELP = SUMMARIES["recon"]
 
@@ -164,6 +171,7 @@ def _run_one(args, path: Path, out_path: Path, spec: MethodSpec, denoiser, bar, 
 def main(argv: list[str]) -> int:
     """Entry point of `mrdiff recon`."""
     args = build_parser().parse_args(argv)
+    return_freed_memory()  # peak memory bounded by one batch of slices, not by the file
     check_method(args.method)
     args.mask = canonical_kind(args.mask)
     if args.mask not in MASK_KINDS:
