@@ -47,6 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--accel", type=float, default=4.0, help="acceleration of the random 1-D mask (default 4)")
     p.add_argument("--out", type=Path, required=True, help="folder for results.json / results.md and recons")
+    p.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="DIR",
+        help="run nothing: merge the results.json of DIRs (runs split across processes) into --out",
+    )
     return p
 
 
@@ -145,9 +153,19 @@ def save(out: Path, rows: list[dict], counts: list[int], meta: dict) -> None:
             Path(tmp).write_text(text)
 
 
+def merge(dirs: list[Path], out: Path, counts: list[int]) -> None:
+    """Write ``out/results.json`` / ``results.md`` with the rows of every ``DIR/results.json``, in order."""
+    parts = [json.loads((d / "results.json").read_text()) for d in dirs]
+    meta = {k: v for k, v in parts[0].items() if k != "rows"} | {"commands": [p["command"] for p in parts]}
+    save(out, [r for p in parts for r in p["rows"]], counts, meta)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run every method at every slice count; rows already in ``results.json`` are kept, not rerun."""
     args = build_parser().parse_args(argv)
+    if args.merge:
+        merge(args.merge, args.out, split_list(args.counts, int))
+        return 0
     counts, table = split_list(args.counts, int), read_params(args.params)
     configs = [method_config(m, table, args.nfe) for m in split_list(args.methods)]
     with h5py.File(args.data) as f:
