@@ -134,7 +134,8 @@ def markdown(rows: list[dict], counts: list[int]) -> str:
         for n in counts:
             r = by.get((label, n), {})
             ok = r.get("rc") == 0
-            cells += [f"{r['s_per_slice']:.1f}" if ok else "failed", f"{r['peak_mib']:.0f}" if r else "-"]
+            status = "failed" if r else "not run"
+            cells += [f"{r['s_per_slice']:.1f}" if ok else status, f"{r['peak_mib']:.0f}" if r else "-"]
             last = r if ok else last
         nfe = by.get((label, counts[0]), {}).get("nfe") or "-"
         q = f"{last['psnr']:.2f} | {last['ssim']:.3f}" if last else "- | -"
@@ -154,10 +155,12 @@ def save(out: Path, rows: list[dict], counts: list[int], meta: dict) -> None:
 
 
 def merge(dirs: list[Path], out: Path, counts: list[int]) -> None:
-    """Write ``out/results.json`` / ``results.md`` with the rows of every ``DIR/results.json``, in order."""
+    """Write ``out/results.json`` / ``results.md`` with the rows of every ``DIR/results.json``; a later
+    DIR's row for the same (method, slice count) replaces an earlier one (a rerun after a fix)."""
     parts = [json.loads((d / "results.json").read_text()) for d in dirs]
     meta = {k: v for k, v in parts[0].items() if k != "rows"} | {"commands": [p["command"] for p in parts]}
-    save(out, [r for p in parts for r in p["rows"]], counts, meta)
+    rows = {(r["label"], len(r["slices"])): r for p in parts for r in p["rows"]}
+    save(out, list(rows.values()), counts, meta)
 
 
 def main(argv: list[str] | None = None) -> int:
