@@ -130,3 +130,12 @@ def test_fullsize_benchmark_runs_each_method_in_its_own_process(tmp_path):
     assert [(r["label"], r["slices"], r["rc"]) for r in rows] == [("zf", [1], 0), ("zf", [0, 1], 0)]
     assert all(r["peak_mib"] > 50 and r["shape"][-2:] == [N, N] for r in rows)
     assert "| zf |" in (out / "results.md").read_text()
+
+
+def test_return_freed_memory_sets_glibc_threshold():
+    """`mrdiff recon` fixes glibc's mmap threshold (peak memory bounded by one batch); False off glibc."""
+    import platform
+
+    from recon.verbs.common import return_freed_memory
+
+    assert return_freed_memory() is (platform.libc_ver()[0] == "glibc")
