@@ -107,6 +107,8 @@ def job_key(job: Job, opts: PrepOptions) -> str:
     }
     if opts.images_only:  # a key of its own only when set, so existing sets keep their keys
         desc["images_only"] = True
+    if desc["sim"] is not None and desc["sim"]["kspace_shape"] is None:
+        del desc["sim"]["kspace_shape"]  # square k-space: the key sets built before the option had
     return f"{seed_for(json.dumps(desc, sort_keys=True)):016x}"
 
 
@@ -154,12 +156,12 @@ def write_magnitude(f: h5py.File, job: Job, slices: list[int], opts: PrepOptions
     if opts.images_only:
         return write_images(f, job, slices, opts, bar)
     vol, cfg = job.volume, opts.sim
-    C, n = cfg.coils, cfg.size
+    C, n, (H, W) = cfg.coils, cfg.size, cfg.grid
     shapes = {
-        "kspace": ((C, n, n), np.complex64),
+        "kspace": ((C, H, W), np.complex64),
         "reconstruction_rss": ((n, n), np.float32),
         "image": ((n, n), np.complex64),
-        "maps": ((C, n, n), np.complex64),
+        "maps": ((C, H, W), np.complex64),
         "source_slice": ((), np.int32),
         "slice_seed": ((), np.int64),
         "noise_sigma": ((), np.float32),
@@ -179,9 +181,9 @@ def write_magnitude(f: h5py.File, job: Job, slices: list[int], opts: PrepOptions
         )
         bar.update(1)
     writer.finish(
-        ismrmrd_header(n, n), _base_attrs(job, True, opts) | {"coils": C, "oversample": cfg.oversample}
+        ismrmrd_header(H, W, n, n), _base_attrs(job, True, opts) | {"coils": C, "oversample": cfg.oversample}
     )
-    return {"simulated": True, "snr_db": cfg.snr_db, "seed": opts.seed, "shape": [len(slices), C, n, n]}
+    return {"simulated": True, "snr_db": cfg.snr_db, "seed": opts.seed, "shape": [len(slices), C, H, W]}
 
 
 def coil_combine(kspace: np.ndarray, maps: np.ndarray) -> np.ndarray:

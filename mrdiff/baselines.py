@@ -8,6 +8,7 @@ zero-filled image before sigpy runs, so one lambda serves every scan.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 
 import numpy as np
@@ -74,9 +75,18 @@ def _sigpy_cs(app: type, y: torch.Tensor, op: CartesianOperator, lamda: float, m
         mps = (ones if op_b.maps is None else op_b.maps[0]).cpu().numpy()
         w = torch.broadcast_to(op_b.mask.cpu(), yb.shape)[0].to(torch.float32).numpy()
         ksp = (yb[0] / s).cpu().numpy().astype(np.complex64)
-        x = app(ksp, mps, lamda, weights=w, max_iter=max_iter, show_pbar=False).run()
-        out.append(torch.from_numpy(np.asarray(x)).to(torch.complex64) * s)
+        x = _run_app(app, ksp, mps, lamda, w, max_iter)
+        out.append(torch.from_numpy(x).to(torch.complex64) * s)
     return torch.stack(out).to(y.device)
+
+
+def _run_app(app: type, ksp: np.ndarray, mps: np.ndarray, lamda: float, w: np.ndarray, max_iter: int):
+    """Run one sigpy app and free it at once: its operators and algorithm reference each other, so
+    without a collection each slice's full-size arrays waited for Python's cycle collector (+80 MB a
+    16-coil 640 x 368 slice in ``mrdiff recon --method cs-l1``)."""
+    x = np.asarray(app(ksp, mps, lamda, weights=w, max_iter=max_iter, show_pbar=False).run())
+    gc.collect()
+    return x
 
 
 def cs_l1(

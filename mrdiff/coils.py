@@ -112,7 +112,10 @@ def espirit_rect(
     The same steps as ``sigpy.mri.app.EspiritCalib`` (which it equals for square blocks, see
     tests/test_coils.py) but with rectangular calibration and kernel shapes, so that the ~5 centre
     columns x H rows of an 8x fastMRI mask are all used instead of a 5x5 square. The per-pixel
-    eigenproblem is solved exactly (``eigh`` of the C x C matrix) instead of by power iteration.
+    eigenproblem is solved exactly (``eigh`` of the C x C matrix) instead of by power iteration, with
+    numpy and torch only (no sigpy import). Pixels are processed a block of rows at a time
+    (:func:`_espirit_rows`), so memory is bounded by the block and the maps, not by ``H x W x C x C``
+    (a 640 x 368, 16-coil slice needed 4 GB at once).
 
     Args:
         ksp: k-space ``(C, H, W)`` complex64 (only the centred ``calib_shape`` block is read).
@@ -124,28 +127,59 @@ def espirit_rect(
     Returns:
         maps ``(C, H, W)`` complex64 (unit norm over coils where not cropped).
     """
-    import sigpy as sp  # imported here: sigpy loads numba (seconds)
-
     C, H, W = ksp.shape
     kh, kw = kernel_shape
-    calib = sp.resize(ksp, (C, *calib_shape))
-    blocks = sp.array_to_blocks(calib, [kh, kw], [1, 1])  # (C, nh, nw, kh, kw)
+    calib = ksp[:, _centred(H, calib_shape[0]), _centred(W, calib_shape[1])]  # as sigpy.resize crops
+    blocks = np.lib.stride_tricks.sliding_window_view(calib, (kh, kw), axis=(1, 2))  # (C, nh, nw, kh, kw)
     mat = blocks.reshape(C, -1, kh * kw).transpose(1, 0, 2).reshape(-1, C * kh * kw)
     _, sv, vh = np.linalg.svd(mat, full_matrices=False)
     kernels = vh[sv > thresh * sv.max()].reshape(-1, C, kh, kw)
     if not len(kernels) or not sv.max() > 0:
         return np.zeros_like(ksp)
-    gram = np.zeros((H, W, C, C), np.complex128)
-    for chunk in np.array_split(kernels, max(1, len(kernels) // 32)):
-        img = sp.ifft(sp.resize(chunk, (len(chunk), C, H, W)), axes=(-2, -1))  # (n, C, H, W)
-        img = img.transpose(2, 3, 1, 0)  # (H, W, C, n)
-        gram += img @ img.conj().swapaxes(-1, -2)
-    gram *= H * W / (kh * kw)
-    eigval, eigvec = np.linalg.eigh(gram)  # ascending; the top eigenvector is the map
-    maps = eigvec[..., -1].transpose(2, 0, 1)  # (C, H, W)
-    phase = np.exp(-1j * np.angle(maps[:1]))  # coil 0 sets the phase, as sigpy does
-    maps = maps * phase * (eigval[..., -1] > crop)
-    return maps.astype(np.complex64)
+    maps, eigval = _espirit_rows(torch.from_numpy(np.ascontiguousarray(kernels, np.complex64)), H, W)
+    phase = torch.sgn(maps[:1]).conj()  # coil 0 sets the phase, as sigpy does
+    phase = torch.where(maps[:1] == 0, torch.ones_like(phase), phase)
+    return (maps * phase * (eigval > crop)).numpy().astype(np.complex64)
+
+
+def _centred_idft(n: int, k: int) -> torch.Tensor:
+    """``(n, k)`` matrix of the centred orthonormal inverse DFT of ``k`` samples zero-padded to ``n`` as
+    ``sigpy.resize`` places them (``sigpy.ifft`` of unit vectors): separable pieces of the 2-D one.
+    Plain torch, so maps need no sigpy import (5 s) nor numba compilation (1 s) in a fresh process."""
+    unit = torch.zeros((k, n), dtype=torch.complex64)
+    unit[:, _centred(n, k)] = torch.eye(k, dtype=torch.complex64)
+    img = torch.fft.fftshift(torch.fft.ifft(torch.fft.ifftshift(unit, dim=-1), dim=-1, norm="ortho"), dim=-1)
+    return img.T.contiguous()
+
+
+def _espirit_rows(
+    kernels: torch.Tensor, H: int, W: int, budget: int = 2**25
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top eigenvector and eigenvalue of ESPIRiT's per-pixel ``C x C`` matrix, a block of rows at a time.
+
+    The image of each kernel (zero-padded to ``H x W``, centred inverse FFT) is separable, so a block
+    of rows is two small matrix products instead of a full-size FFT per kernel; ``budget`` bytes bound
+    each block's kernel images.
+
+    Args:
+        kernels: ``(n, C, kh, kw)`` complex64 signal-subspace kernels.
+        H, W: the image grid.
+
+    Returns:
+        maps ``(C, H, W)`` complex64 (unit norm, arbitrary phase) and eigenvalues ``(H, W)`` float32.
+    """
+    n, C, kh, kw = kernels.shape
+    ey, ex = _centred_idft(H, kh), _centred_idft(W, kw)
+    half = torch.einsum("ncab,xb->ncax", kernels, ex)  # (n, C, kh, W)
+    rows = max(1, budget // (W * C * max(n, C) * 8))
+    maps, eigval = torch.empty((C, H, W), dtype=torch.complex64), torch.empty((H, W))
+    for r0 in range(0, H, rows):
+        img = torch.einsum("ya,ncax->yxcn", ey[r0 : r0 + rows], half)  # (rows, W, C, n)
+        gram = img @ img.conj().transpose(-1, -2) * (H * W / (kh * kw))
+        val, vec = torch.linalg.eigh(gram)  # ascending; the top eigenvector is the map
+        maps[:, r0 : r0 + rows] = vec[..., -1].permute(2, 0, 1)
+        eigval[r0 : r0 + rows] = val[..., -1]
+    return maps, eigval
 
 
 def _calib_rect(mask: torch.Tensor, shape: tuple[int, int], limit: int) -> tuple[int, int]:

@@ -305,7 +305,9 @@ def _slice_inputs(info: VolumeInfo, index: int, mask: torch.Tensor, maps_cache: 
     """Masked k-space ``(C, H, W)``, maps ``(C, H, W)`` or None, target or None.
 
     With ``maps_cache`` (a dict), ESPIRiT maps are looked up by :func:`maps_key` and stored there, so
-    several methods run on the same slice and mask share one estimate (as ``mrdiff bench`` does).
+    several methods run on the same slice and mask share one estimate (as ``mrdiff bench`` does). A
+    read-only mapping (``types.MappingProxyType``) is looked up but never filled, so memory stays bounded
+    by what it already holds (``mrdiff recon`` reuses the tuning slices' maps that way).
     """
     data = read_slice(info, index)
     y = data.kspace * mask.to(torch.bool)
@@ -317,7 +319,7 @@ def _slice_inputs(info: VolumeInfo, index: int, mask: torch.Tensor, maps_cache: 
     maps = None if maps_cache is None else maps_cache.get(key)
     if maps is None:
         maps = estimate_maps(y, mask)
-        if maps_cache is not None:
+        if isinstance(maps_cache, dict):
             maps_cache[key] = maps
     return y, maps, data.target
 
@@ -395,19 +397,19 @@ def reconstruct_volume(
     outs, zfs, stds, res_all, ho_all, kept, nfe, t0 = [], [], [], [], [], [], 0, time.perf_counter()
     for start in range(0, len(slices), max(1, spec.batch)):
         idx = slices[start : start + max(1, spec.batch)]
-        y, op = _batch(info, idx, mask, spec.device, maps_cache)
-        gens = [make_generator(seed_for(spec.seed, info.path.name, i), spec.device) for i in idx]
-        out = _run_method(spec, y, op, gens)
+        part = _batch_result(
+            spec, info, idx, mask, maps_cache, sets if heldout is not None else None, keep_samples
+        )
+        nfe = part["nfe"]
+        outs.append(part["mean"])
+        zfs.append(part["zf"])
+        if part["std"] is not None:
+            stds.append(part["std"])
+        res_all.append(part["residual"])
+        if part["samples"] is not None:
+            kept.append(part["samples"])
         if heldout is not None:
-            ho_all.append(_heldout_scores(spec, info, idx, y, op, sets))
-        nfe = out["nfe"]
-        outs.append(center_crop(out["mean"].abs(), info.recon_size).float().cpu())
-        zfs.append(center_crop(BASELINES["zf"](y, op).abs(), info.recon_size).float().cpu())
-        if out["std"] is not None:
-            stds.append(center_crop(out["std"], info.recon_size).float().cpu())
-        if keep_samples and out.get("samples") is not None:
-            kept.append(center_crop(out["samples"], info.recon_size).cpu())
-        res_all.append(op.residual(out["mean"].to(y.dtype), y).float().cpu())
+            ho_all.append(part["heldout"])
         if progress:
             progress(len(idx))
     seconds = (time.perf_counter() - t0) / max(1, len(slices))
@@ -422,6 +424,51 @@ def reconstruct_volume(
         np.concatenate(ho_all) if heldout is not None else None,
         torch.cat(kept).numpy() if kept else None,
     )
+
+
+def _batch_result(
+    spec: MethodSpec,
+    info: VolumeInfo,
+    idx: list[int],
+    mask,
+    maps_cache: dict | None,
+    sets: list | None,
+    keep_samples: bool = False,
+) -> dict:
+    """Reconstruct slices ``idx`` together; only the recon-size outputs leave this function, so the
+    batch's k-space, maps, operator and full-grid images are freed before the next batch is read (in one
+    loop body they stayed alive while the next batch was built: two batches in memory at once).
+
+    Returns:
+        ``mean``, ``zf``, ``std`` (or None) float32 ``(B, h, w)``, ``residual`` ``(B,)``, ``heldout``
+        ``(B,)`` (None without ``sets``), ``nfe`` and, with ``keep_samples``, the complex samples
+        ``(B, K, h, w)`` (else None).
+    """
+    y, op = _batch(info, idx, mask, spec.device, maps_cache)
+    gens = [make_generator(seed_for(spec.seed, info.path.name, i), spec.device) for i in idx]
+    out = _run_method(spec, y, op, gens)
+    return {
+        "mean": _cropped(out["mean"].abs(), info),
+        "zf": _cropped(BASELINES["zf"](y, op).abs(), info),
+        "std": None if out["std"] is None else _cropped(out["std"], info),
+        "residual": op.residual(out["mean"].to(y.dtype), y).float().cpu(),
+        "heldout": None if sets is None else _heldout_scores(spec, info, idx, y, op, sets),
+        "nfe": out["nfe"],
+        "samples": _cropped_samples(out, info) if keep_samples else None,
+    }
+
+
+def _cropped_samples(out: dict, info: VolumeInfo) -> torch.Tensor | None:
+    """A copy of the recon-size centre of the K complex samples ``(B, K, h, w)`` (None for a method
+    without samples)."""
+    samples = out.get("samples")
+    return None if samples is None else center_crop(samples, info.recon_size).cpu().clone()
+
+
+def _cropped(x: torch.Tensor, info: VolumeInfo) -> torch.Tensor:
+    """A copy of the recon-size centre of ``x`` ``(B, H, W)`` as float32 on the CPU (a copy, not a view:
+    a view would keep each batch's full ``H x W`` outputs alive until the volume is done)."""
+    return center_crop(x, info.recon_size).float().cpu().clone()
 
 
 def _first_fold(mask, info: VolumeInfo, split: Split | None) -> list:

@@ -20,7 +20,7 @@ from mrdiff.pipeline import MethodSpec, all_methods, check_adapt, check_auto, di
 from recon.verbs import SUMMARIES, autotune
 from recon.verbs.adapt import adapt_spec
 from recon.verbs.adapt import add_arguments as add_adapt_arguments
-from recon.verbs.common import pick_device
+from recon.verbs.common import pick_device, return_freed_memory
 
 HELP = SUMMARIES["bench"]
 QUICK = {"slices": 1, "volumes": 2, "nfe": 4}
@@ -174,6 +174,7 @@ def _figures(records, agg, volumes, out: Path, masks, accels, methods) -> None:
 def main(argv: list[str]) -> int:
     """Entry point of `mrdiff bench`."""
     args = build_parser().parse_args(argv)
+    return_freed_memory()
     t0 = time.perf_counter()
     directory = _split_dir(args)
     if args.real is not None:

@@ -47,6 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--size", type=int, default=128, help="output matrix size N for simulated data (default 128)"
     )
+    p.add_argument(
+        "--kspace-shape",
+        metavar="HxW",
+        default=None,
+        help="k-space matrix of simulated data, rows x columns, each >= the output size N (default N x N): "
+        "the object fills the centre N x N of the H x W image and the targets are that centre crop, as "
+        "fastMRI's reconstruction_rss (fastMRI brain: --preset 320 --kspace-shape 640x368 --coils 16)",
+    )
     p.add_argument("--coils", type=int, default=8, help="number of simulated coils (default 8)")
     p.add_argument(
         "--snr-db",
@@ -120,7 +128,8 @@ def _options(args):
         raise InputError(
             f"bad options: size {size} (>= 16), coils {args.coils} (>= 1), min-foreground in [0, 1)"
         )
-    sim = SimulationConfig(size=size, coils=args.coils, snr_db=args.snr_db)
+    shape = _kspace_shape(args.kspace_shape, size)
+    sim = SimulationConfig(size=size, coils=args.coils, snr_db=args.snr_db, kspace_shape=shape)
     return PrepOptions(
         sim=sim,
         seed=args.seed,
@@ -129,6 +138,21 @@ def _options(args):
         force=args.force,
         images_only=args.images_only,
     )
+
+
+def _kspace_shape(text: str | None, size: int) -> tuple[int, int] | None:
+    """``--kspace-shape HxW`` as ``(H, W)``, checked against the output size N (None when not given)."""
+    from mrdiff.errors import InputError
+
+    if text is None:
+        return None
+    try:
+        H, W = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise InputError(f"--kspace-shape expects HxW, e.g. 640x368, got {text!r}") from None
+    if H < size or W < size:
+        raise InputError(f"--kspace-shape {H}x{W} must be at least the output size {size} in both directions")
+    return H, W
 
 
 def _holdout(args):

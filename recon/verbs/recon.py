@@ -7,6 +7,7 @@ import json
 import sys
 from dataclasses import replace
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 from tqdm import tqdm
@@ -42,6 +43,7 @@ from recon.verbs.common import (
     output_path,
     parse_sets,
     pick_device,
+    return_freed_memory,
     sigterm_as_interrupt,
 )
 
@@ -172,7 +174,9 @@ def _run_one(args, path: Path, out_path: Path, spec: MethodSpec, bar, auto, adap
         adapted, report["adapt"] = adapt_volume(info, spec, mask_spec, adapt, maps_cache, slices)
         spec = replace(spec, denoiser=adapted)
     heldout = None if args.no_heldout else autotune.heldout_split(args)
-    result = reconstruct_volume(info, spec, mask_spec, slices, bar.update, maps_cache, heldout)
+    # read-only: the tuning slices' maps are reused, but the maps of every slice are not kept to the end
+    maps = MappingProxyType(maps_cache)
+    result = reconstruct_volume(info, spec, mask_spec, slices, bar.update, maps, heldout)
     extras = {"residual": result.residual, "mask": result.mask.numpy(), "zero_filled": result.zero_filled}
     if result.std is not None:
         extras["std"] = result.std
@@ -289,6 +293,7 @@ def main(argv: list[str]) -> int:
     """Entry point of `mrdiff recon`: exit 0 when every input was written, 1 when some failed
     (``--keep-going``; each is named on stderr and in the summary's ``failed``), 2 on bad options."""
     args = build_parser().parse_args(argv)
+    return_freed_memory()  # peak memory bounded by one batch of slices, not by the file
     spec, auto, adapt = _request(args)
     many = args.input.is_dir()
     keep_going = many and args.keep_going
