@@ -16,6 +16,17 @@ from torch import nn
 
 from mrdiff.errors import InputError
 
+#: what a wrapper of a loaded prior (autoguidance here, LoRA adaptation in ``lora.py``) takes over
+PRIOR_ATTRIBUTES = (
+    "config",
+    "sha256",
+    "in_channels",
+    "sigma_min",
+    "sigma_max",
+    "resolution",
+    "scale_calibration",
+)
+
 
 class AutoGuided(nn.Module):
     """A denoiser (contract 2) ``D_0 + w (D_1 - D_0)`` for sigma in ``[sigma_lo, sigma_hi]``, else ``D_1``.
@@ -37,16 +48,7 @@ class AutoGuided(nn.Module):
             raise InputError("autoguidance needs weight >= 1 and 0 <= sigma_lo < sigma_hi")
         self.prior, self.guide = prior, guide
         self.weight, self.sigma_lo, self.sigma_hi = float(weight), float(sigma_lo), float(sigma_hi)
-        shared = (
-            "config",
-            "sha256",
-            "in_channels",
-            "sigma_min",
-            "sigma_max",
-            "resolution",
-            "scale_calibration",
-        )
-        for name in shared:
+        for name in PRIOR_ATTRIBUTES:
             setattr(self, name, getattr(prior, name))
         self.draws_noise = getattr(prior, "draws_noise", False) or getattr(guide, "draws_noise", False)
 

@@ -24,17 +24,9 @@ import torch
 from torch import nn
 
 from mrdiff.errors import InputError
+from mrdiff.priors.guidance import PRIOR_ATTRIBUTES
 
-_SHARED = (
-    "config",
-    "sha256",
-    "in_channels",
-    "sigma_min",
-    "sigma_max",
-    "resolution",
-    "draws_noise",
-    "scale_calibration",
-)
+_SHARED = (*PRIOR_ATTRIBUTES, "draws_noise")
 
 
 class LoRA(nn.Module):
