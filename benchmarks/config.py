@@ -21,7 +21,7 @@ from benchmarks.harness import MethodConfig
 from mrdiff.baselines import BASELINES
 from mrdiff.errors import InputError
 from mrdiff.overrides import method_params
-from mrdiff.pipeline import all_methods, diffusion_methods, supervised_methods
+from mrdiff.pipeline import all_methods, check_init, diffusion_methods, supervised_methods
 from mrdiff.resources import package_path
 
 DEFAULT_PARAMS = package_path("benchmarks", "params", "open-brain-128.yaml")  # package data
@@ -58,9 +58,10 @@ def method_config(
             f"unknown method '{label}' (choose from {', '.join(all_methods())} or a params label)"
         )
     params = dict(entry.get("params") or {})
-    init = params.get("init")
-    if init is not None and init not in all_methods():
-        raise InputError(f"method '{label}': unknown init '{init}'")
+    try:
+        check_init(name, params)  # the same one-line error as `mrdiff recon`, before any cell runs
+    except InputError as err:
+        raise InputError(f"row '{label}': {err}") from None
     is_diff = name in diffusion_methods()
     _validate(name, {k: v for k, v in params.items() if k != "init"})
     n = int(nfe if (nfe is not None and is_diff) else entry.get("nfe", 50))

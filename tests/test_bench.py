@@ -268,3 +268,13 @@ def test_plan_and_slices_validate():
         plan(cfg, ["spiral"], [4], 1)
     assert pick_slices(20, 4) == [3, 7, 12, 16] and pick_slices(3, 5) == [0, 1, 2]
     assert aggregate_rows([]) == []
+
+
+@pytest.mark.parametrize("init", ["nonsense", "dds"])
+def test_bench_refuses_a_bad_init_before_any_cell(init):
+    """A params row whose CCDF init is not a baseline/supervised method is a one-line error up front."""
+    from benchmarks.config import method_config
+
+    table = {"ccdf-x": {"method": "ccdf", "params": {"init": init}}}
+    with pytest.raises(InputError, match="row 'ccdf-x': init"):
+        method_config("ccdf-x", table)
