@@ -78,8 +78,7 @@ def check_destination(out: Path) -> None:
     if not parent.is_dir():
         raise InputError(f"--out {out}: {parent} is a file, not a directory")
     try:
-        with tempfile.TemporaryFile(dir=parent):
-            pass
+        tempfile.TemporaryFile(dir=parent).close()  # a real write probe, removed on close
     except OSError as err:
         reason = err.strerror or err.__class__.__name__
         raise InputError(f"--out {out}: cannot write in {parent} ({reason})") from None
