@@ -35,7 +35,7 @@ from mrdiff.pipeline import (
     reconstruct_volume,
     tune_volume,
 )
-from mrdiff.tuning import Split, grid
+from mrdiff.tuning import Split, candidates, in_range
 
 
 def _psnr(info, spec, ms, slices, target, cache) -> float:
@@ -43,7 +43,8 @@ def _psnr(info, spec, ms, slices, target, cache) -> float:
 
 
 def oracle(info, spec, ms, slices, target, tunable, points, cache) -> tuple[dict, float, int]:
-    """Coordinate-wise search over the tuner's candidates, scored by ground-truth PSNR."""
+    """Coordinate-wise search over the tuner's candidates, scored by ground-truth PSNR (a candidate
+    initialiser runs at its default parameters)."""
     current = {**method_defaults(spec.name), **spec.params}
     seen: dict = {}
 
@@ -53,9 +54,9 @@ def oracle(info, spec, ms, slices, target, tunable, points, cache) -> tuple[dict
             seen[key] = _psnr(info, replace(spec, params=params), ms, slices, target, cache)
         return seen[key]
 
-    for name, (lo, hi, scale) in tunable.items():
-        values = grid(lo, hi, scale, points)
-        if current.get(name) is not None and lo <= current[name] <= hi and current[name] not in values:
+    for name, rng in tunable.items():
+        values = candidates(rng, points)
+        if current.get(name) is not None and in_range(rng, current[name]) and current[name] not in values:
             values = [current[name], *values]
         current[name] = max(values, key=lambda v: score({**current, name: v}))
     return {k: current[k] for k in tunable}, score(current), len(seen)

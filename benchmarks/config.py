@@ -21,7 +21,7 @@ from benchmarks.harness import MethodConfig
 from mrdiff.baselines import BASELINES
 from mrdiff.errors import InputError
 from mrdiff.overrides import method_params
-from mrdiff.pipeline import all_methods, check_init, diffusion_methods, supervised_methods
+from mrdiff.pipeline import all_methods, check_init, diffusion_methods, split_init, supervised_methods
 from mrdiff.resources import package_path
 
 DEFAULT_PARAMS = package_path("benchmarks", "params", "open-brain-128.yaml")  # package data
@@ -63,7 +63,7 @@ def method_config(
     except InputError as err:
         raise InputError(f"row '{label}': {err}") from None
     is_diff = name in diffusion_methods()
-    _validate(name, {k: v for k, v in params.items() if k != "init"})
+    _validate(name, split_init(params)[0])
     n = int(nfe if (nfe is not None and is_diff) else entry.get("nfe", 50))
     if not is_diff:
         return MethodConfig(label, name, params, 0, 1)

@@ -30,11 +30,14 @@ from mrdiff.io import VolumeInfo, center_crop, read_slice
 from mrdiff.masks import make_mask
 from mrdiff.noise import make_generator, seed_for
 from mrdiff.operators import CartesianOperator
+from mrdiff.overrides import method_params
 from mrdiff.priors.lora import AdaptedDenoiser, with_adapters
 from mrdiff.tuning import Split, TuneResult, check_tunable, fit_operator, fold_errors, holdout_sets, tune
 
 #: CCDF's initialiser when the user names none (``--set init=...`` chooses another)
 DEFAULT_INIT = "cs-l1"
+#: prefix of the initialiser's own parameters in a diffusion method's params (:func:`split_init`)
+INIT_PREFIX = "init_"
 #: a whole-image prior is refused on inputs more than this factor larger or smaller than its training
 #: size (a 32-px prior on 128^2 data did worse than zero-filling); within it, it runs with a warning
 #: (brain128-cpu at 256^2 is a published comparison). A patch prior works at any size.
@@ -141,6 +144,18 @@ def method_defaults(name: str) -> dict:
     return dict(cls.defaults) if cls is not None else {}
 
 
+def split_init(params: dict) -> tuple[dict, dict]:
+    """A diffusion method's own parameters, and those of the baseline it starts from.
+
+    ``init`` names the baseline and ``init_<key>`` sets that baseline's ``key``, e.g.
+    ``{"init": "cs-l1", "init_lamda": 0.001, "sigma_t0": 0.05}`` -> ``({"sigma_t0": 0.05},
+    {"lamda": 0.001})``. Flat keys keep ``--set`` and the provenance record one level deep.
+    """
+    own = {k: v for k, v in params.items() if k != "init" and not k.startswith(INIT_PREFIX)}
+    init = {k[len(INIT_PREFIX) :]: v for k, v in params.items() if k.startswith(INIT_PREFIX)}
+    return own, init
+
+
 def init_method(name: str, params: dict) -> str | None:
     """The baseline a diffusion method starts from: ``params["init"]``, else :data:`DEFAULT_INIT` for
     a method that needs one (CCDF), else None."""
@@ -155,17 +170,22 @@ def init_method(name: str, params: dict) -> str | None:
 def check_init(name: str, params: dict) -> None:
     """InputError (one line, before any compute) for an ``init`` the method cannot use: on a method
     that does not start from a baseline, or naming something other than a baseline/supervised method."""
-    init = params.get("init")
-    if init is None:
+    init, init_params = params.get("init"), split_init(params)[1]
+    if init is None and not init_params:
         return
     if not getattr(diffusion_methods().get(name), "needs_init", False):
         takers = [n for n, c in diffusion_methods().items() if getattr(c, "needs_init", False)]
         raise InputError(f"method '{name}' takes no init (only {', '.join(takers)} start from a baseline)")
-    choices = [*BASELINES, *supervised_methods()]
+    choices = {**BASELINES, **supervised_methods()}
+    init = init_method(name, params)
     if init not in choices:
         raise InputError(
             f"init '{init}' is not a baseline or supervised method (choose from {', '.join(choices)})"
         )
+    try:
+        method_params(init, choices[init], init_params)
+    except InputError as err:
+        raise InputError(f"{err} (set through {INIT_PREFIX}<key>)") from None
 
 
 def check_prior_fits(denoiser: object | None, info: VolumeInfo) -> None:
@@ -212,14 +232,57 @@ def check_auto(info: VolumeInfo, spec: MethodSpec, mask_spec: MaskSpec, auto: Au
     return tunable
 
 
-def _runner(spec: MethodSpec, info: VolumeInfo, idx: list[int]):
-    """``run(y, op, params) -> x`` for the tuner: fresh per-slice generators on every call."""
+def _runner(spec: MethodSpec, info: VolumeInfo, idx: list[int], inits: dict | None = None):
+    """``run(y, op, params) -> x`` for the tuner: fresh per-slice generators on every call.
+
+    ``inits``: when the initialiser is being chosen, ``{candidate: its tuned parameters}``; each
+    candidate then runs with its own (:func:`with_init_params`)."""
 
     def run(y, op, params):
         gens = [make_generator(seed_for(spec.seed, info.path.name, i), spec.device) for i in idx]
-        return _run_method(replace(spec, params={**spec.params, **params}), y, op, gens)["mean"]
+        merged = with_init_params(spec.name, {**spec.params, **params}, inits)
+        return _run_method(replace(spec, params=merged), y, op, gens)["mean"]
 
     return run
+
+
+def with_init_params(name: str, params: dict, inits: dict | None) -> dict:
+    """``params`` with the ``init_*`` keys replaced by ``inits[chosen init]`` (prefixed), when the
+    initialiser is being chosen (``inits`` not None): parameters set for one candidate must not reach
+    another that does not take them."""
+    if inits is None:
+        return params
+    own = {k: v for k, v in params.items() if not k.startswith(INIT_PREFIX)}
+    chosen = inits.get(init_method(name, params), {})
+    return {**own, **{INIT_PREFIX + k: v for k, v in chosen.items()}}
+
+
+def tune_inits(
+    spec: MethodSpec, info: VolumeInfo, idx: list[int], y, op, values, auto: AutoSpec
+) -> tuple[dict, dict]:
+    """Tune every candidate initialiser that declares tunables on its own held-out error, so that
+    the choice between initialisers compares each at its best (e.g. CS-L1 at its cross-validated
+    lambda against the U-Net). Returns ``{candidate: chosen}`` and ``{candidate: its TuneResult}``
+    for the candidates searched."""
+    inits, runs = {}, {}
+    for name in values:
+        declared = method_tunable(name)
+        if not declared:
+            inits[name] = {}
+            continue
+        init_spec = MethodSpec(name, {}, device=spec.device, seed=spec.seed)
+        res = tune(
+            _runner(init_spec, info, idx),
+            y,
+            op,
+            check_tunable(declared, None, name),
+            auto.split,
+            method_defaults(name),
+            auto.points,
+            auto.refine,
+        )
+        inits[name], runs[name] = res.chosen, res
+    return inits, runs
 
 
 def tune_volume(
@@ -232,13 +295,36 @@ def tune_volume(
 ) -> TuneResult:
     """Choose ``spec``'s parameters for one volume by held-out k-space cross-validation
     (:func:`mrdiff.tuning.tune`) on ``auto.slices`` central slices (of ``slices``, default all)
-    reconstructed together. The result's ``params`` then serve every slice of the volume."""
+    reconstructed together. The result's ``params`` then serve every slice of the volume.
+
+    When ``init`` (CCDF's initialiser) is tuned, each candidate's own tunables are chosen first on
+    its own held-out error (:func:`tune_inits`), then the method is searched with every candidate at
+    its best; ``chosen`` then also holds the chosen initialiser's ``init_*`` values, and
+    ``base_error`` is that of the starting parameters with the tuned initialiser. ``trials``,
+    ``seconds`` and ``table`` cover both stages."""
     tunable = check_auto(info, spec, mask_spec, auto)
     mask = volume_mask(info, mask_spec)
     idx = tuning_slices(info, auto, slices)
     y, op = _batch(info, idx, mask, spec.device, maps_cache)
     base = {**method_defaults(spec.name), **spec.params}
-    return tune(_runner(spec, info, idx), y, op, tunable, auto.split, base, auto.points, auto.refine)
+    inits, first = None, {}
+    if "init" in tunable:
+        inits, first = tune_inits(spec, info, idx, y, op, tunable["init"][0], auto)
+    res = tune(_runner(spec, info, idx, inits), y, op, tunable, auto.split, base, auto.points, auto.refine)
+    if inits is None:
+        return res
+    params = with_init_params(spec.name, res.params, inits)
+    chosen = {**res.chosen, **{k: v for k, v in params.items() if k.startswith(INIT_PREFIX)}}
+    table = [{**row, "init": name} for name, r in first.items() for row in r.table] + res.table
+    runs = [*first.values(), res]
+    return replace(
+        res,
+        params=params,
+        chosen=chosen,
+        trials=sum(r.trials for r in runs),
+        seconds=sum(r.seconds for r in runs),
+        table=table,
+    )
 
 
 def check_adapt(info: VolumeInfo, spec: MethodSpec, mask_spec: MaskSpec, adapt: AdaptSpec) -> torch.Tensor:
@@ -344,9 +430,11 @@ def _run_method(spec: MethodSpec, y, op, generators, **loop) -> dict:
         return {"mean": sup[spec.name](y, op, **spec.params), "std": None, "nfe": 1}
     from mrdiff.reconstruct import reconstruct
 
-    params = {k: v for k, v in spec.params.items() if k != "init"}
+    params, init_params = split_init(spec.params)
     init_name = init_method(spec.name, spec.params)
-    init = None if init_name is None else _run_method(MethodSpec(init_name), y, op, generators)["mean"]
+    init = None
+    if init_name is not None:
+        init = _run_method(MethodSpec(init_name, init_params), y, op, generators)["mean"]
     res = reconstruct(
         y,
         op,

@@ -23,14 +23,15 @@ from mrdiff.pipeline import (
     diffusion_methods,
     init_method,
     method_defaults,
+    split_init,
 )
 from mrdiff.priors.checkpoint import DEFAULT_SCALE_CALIBRATION
 
 
 def resolved_params(name: str, params: dict) -> dict:
-    """``params`` of method ``name`` with every default filled in (``init`` left out; see
-    :func:`resolved_init`). A diffusion method's values are the ones its constructor keeps."""
-    own = {k: v for k, v in params.items() if k != "init"}
+    """``params`` of method ``name`` with every default filled in (``init`` and ``init_*`` left
+    out; see :func:`resolved_init`). A diffusion method's values are the ones its constructor keeps."""
+    own = split_init(params)[0]
     cls = diffusion_methods().get(name)
     if cls is not None:
         return dict(cls(**own).params)
@@ -41,7 +42,7 @@ def resolved_init(name: str, params: dict) -> dict | None:
     """``{"method", "params"}`` of the baseline a diffusion method starts from (CCDF's implicit
     ``cs-l1`` included), or None for a method that starts from noise (recorded as ``{}``)."""
     init = init_method(name, params)
-    return None if init is None else {"method": init, "params": resolved_params(init, {})}
+    return None if init is None else {"method": init, "params": resolved_params(init, split_init(params)[1])}
 
 
 def mask_record(spec: MaskSpec, from_file: bool) -> dict:

@@ -13,7 +13,8 @@ real scan (:func:`fold_errors`).
 ``run(y, op, params) -> x`` is any method: ``y`` ``(B, C, H, W)`` masked k-space, ``op`` a
 ``CartesianOperator``, ``params`` keyword parameters, ``x`` a complex ``(B, H, W)`` image on the
 scale of ``y``. A method declares its searchable parameters as ``{name: (lo, hi, scale)}`` with
-``scale`` one of :data:`SCALES` (its ``tunable`` next to its ``defaults``).
+``scale`` one of :data:`SCALES` (its ``tunable`` next to its ``defaults``), or a discrete choice as
+``{name: (values, "choice")}``, e.g. CCDF's initialiser ``{"init": (("cs-l1", "unet"), "choice")}``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from mrdiff.coils import calibration_block
 from mrdiff.errors import InputError
 from mrdiff.operators import CartesianOperator
 
-SCALES = ("log", "linear", "int")
+SCALES = ("log", "linear", "int", "choice")
 GOLDEN = (math.sqrt(5) - 1) / 2
 
 Run = Callable[[torch.Tensor, CartesianOperator, dict], torch.Tensor]
@@ -185,7 +186,8 @@ def check_tunable(declared: dict, request: dict | None, method: str = "method") 
         method: name used in error messages.
 
     Returns:
-        ``{name: (lo, hi, scale)}`` to search.
+        ``{name: (lo, hi, scale)}`` to search (``{name: (values, "choice")}`` for a choice, which
+        takes no range).
 
     Raises:
         InputError: nothing declared, an unknown name, or an empty / invalid range.
@@ -198,6 +200,15 @@ def check_tunable(declared: dict, request: dict | None, method: str = "method") 
         raise InputError(f"{method}: cannot tune {', '.join(unknown)} (tunable: {', '.join(declared)})")
     out = {}
     for name, rng in wanted.items():
+        if declared[name][-1] == "choice":
+            values = tuple(declared[name][0])
+            if rng is not None or not values:
+                raise InputError(
+                    f"{method}: '{name}' is a choice among {', '.join(map(str, values))}; "
+                    "tune it without a range"
+                )
+            out[name] = (values, "choice")
+            continue
         scale = declared[name][2]
         lo, hi = declared[name][:2] if rng is None else rng
         if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi) or (scale == "log" and lo <= 0):
@@ -208,6 +219,18 @@ def check_tunable(declared: dict, request: dict | None, method: str = "method") 
             )
         out[name] = (lo, hi, scale)
     return out
+
+
+def candidates(spec: tuple, points: int) -> list:
+    """The values searched for one checked tunable ``spec``: a choice's values, else :func:`grid`."""
+    return list(spec[0]) if spec[-1] == "choice" else grid(*spec, points)
+
+
+def in_range(spec: tuple, value) -> bool:
+    """Whether ``value`` lies in the checked tunable ``spec`` (a choice's values, or ``[lo, hi]``)."""
+    if spec[-1] == "choice":
+        return value in spec[0]
+    return isinstance(value, (int, float)) and spec[0] <= value <= spec[1]
 
 
 def grid(lo: float, hi: float, scale: str, points: int) -> list:
@@ -250,8 +273,9 @@ def tune(
     """Choose parameters of ``run`` by held-out k-space cross-validation (coordinate-wise search).
 
     Each parameter in turn (the others at their current best) is searched over a ``points``-value
-    grid plus its current value, then, for continuous scales, refined by ``refine`` golden-section
-    steps between the best grid point's neighbours (in log space for log scales). A candidate's
+    grid (a choice: all its values) plus its current value, then, for continuous scales, refined
+    by ``refine`` golden-section steps between the best grid point's neighbours (in log space for
+    log scales). A candidate's
     score is the held-out error averaged over ``split.folds`` folds and the batch items.
 
     A candidate replaces the current value only if its error is below ``max_error``. An error of 1
@@ -263,7 +287,8 @@ def tune(
         run: ``run(y, op, params) -> x`` (see the module docstring).
         y: measured k-space ``(B, C, H, W)``; items share ``op``'s mask.
         op: the operator of ``y`` (never modified; each fold builds its own).
-        tunable: ``{name: (lo, hi, scale)}``, already checked (:func:`check_tunable`).
+        tunable: ``{name: (lo, hi, scale) | (values, "choice")}``, already checked
+            (:func:`check_tunable`), searched in this order.
         split: the held-out split.
         base: starting parameters (current values, and fixed values of untuned parameters).
         points: grid size per parameter (>= 2).
@@ -287,13 +312,13 @@ def tune(
     current = dict(base or {})
     start = {k: current[k] for k in tunable if current.get(k) is not None}
     base_error = score(current) if len(start) == len(tunable) else float("nan")
-    for name, (lo, hi, scale) in tunable.items():
-        values = grid(lo, hi, scale, points)
-        if name in start and lo <= start[name] <= hi and start[name] not in values:
+    for name, spec in tunable.items():
+        values, scale = candidates(spec, points), spec[-1]
+        if name in start and in_range(spec, start[name]) and start[name] not in values:
             values = [start[name], *values]
         errs = [score({**current, name: v}) for v in values]
         best = values[int(np.argmin(errs))]
-        if refine > 0 and scale != "int":
+        if refine > 0 and scale in ("log", "linear"):
             best = _refine(score, current, name, sorted(values), best, scale, refine)
         if score({**current, name: best}) < max_error or current.get(name) is None:
             current[name] = best

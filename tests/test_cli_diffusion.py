@@ -103,6 +103,61 @@ def test_bad_init_is_a_one_line_error(fake_prior, tmp_path, multicoil_h5, capsys
     assert len(err.strip().splitlines()) == 1
 
 
+def test_init_parameters_reach_the_initialiser_and_the_record(
+    fake_prior, tmp_path, multicoil_h5, capsys, monkeypatch
+):
+    """``init_<key>`` sets the initialiser's own parameter (CS-L1's lambda here) and is recorded with it."""
+    import mrdiff.pipeline as pipeline
+
+    seen, baseline = [], pipeline.BASELINES["cs-l1"]
+    monkeypatch.setitem(
+        pipeline.BASELINES, "cs-l1", lambda y, op, **k: seen.append(k) or baseline(y, op, **k)
+    )
+    argv = ["--method", "ccdf", "--no-heldout", "--set", "init_lamda=0.002", "--set", "sigma_t0=0.1"]
+    code, out = _recon(tmp_path, multicoil_h5, "c.h5", *argv)
+    assert code == 0, capsys.readouterr().err
+    assert seen and all(k == {"lamda": 0.002} for k in seen)
+    with h5py.File(out) as f:
+        assert json.loads(f.attrs["init"])["params"]["lamda"] == 0.002
+        assert json.loads(f.attrs["params"])["sigma_t0"] == 0.1 and "init_lamda" not in json.loads(
+            f.attrs["params"]
+        )
+
+
+@pytest.mark.parametrize(
+    "method, sets, words",
+    [
+        ("ccdf", ["init_bogus=1"], "unknown parameter(s) ['bogus'] for method 'cs-l1'"),
+        ("ccdf", ["init=unet", "init_lamda=0.01"], "for method 'unet'"),
+        ("pocs", ["init_lamda=0.01"], "takes no init"),
+    ],
+)
+def test_bad_init_parameters_are_one_line_errors(
+    fake_prior, tmp_path, multicoil_h5, capsys, method, sets, words
+):
+    extra = [a for s in sets for a in ("--set", s)]
+    code, out = _recon(tmp_path, multicoil_h5, "i.h5", "--method", method, *extra)
+    err = capsys.readouterr().err
+    assert code == 2 and words in err and len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_ccdf_auto_chooses_its_initialiser(fake_prior, tmp_path, multicoil_h5, capsys):
+    """--auto on CCDF tunes CS-L1's lambda on its own held-out error, then chooses between the
+    initialisers and sigma_t0 with CCDF itself; the chosen initialiser's values are written."""
+    argv = ["--method", "ccdf", "--accel", "2", "--center-fraction", "0.125", "--auto", "--auto-folds", "1"]
+    code, out = _recon(tmp_path, multicoil_h5, "a.h5", *argv, "--auto-points", "2", "--samples", "1")
+    assert code == 0, capsys.readouterr().err
+    with h5py.File(out) as f:
+        auto, init = json.loads(f.attrs["auto"]), json.loads(f.attrs["init"])
+    chosen = auto["chosen"]
+    assert chosen["init"] in ("cs-l1", "unet") and init["method"] == chosen["init"]
+    assert ("init_lamda" in chosen) == (chosen["init"] == "cs-l1")
+    if chosen["init"] == "cs-l1":
+        assert init["params"]["lamda"] == chosen["init_lamda"]
+    # CS-L1 alone at 2 lambdas + the start, then CCDF with 2 initialisers and 2 + 1 sigma_t0 values
+    assert auto["trials"] >= 3 + 4, auto
+
+
 def test_init_on_a_method_that_starts_from_noise_is_refused(fake_prior, tmp_path, multicoil_h5, capsys):
     code, out = _recon(tmp_path, multicoil_h5, "i.h5", "--method", "pocs", "--set", "init=sense")
     assert code == 2 and "takes no init" in capsys.readouterr().err and not out.exists()

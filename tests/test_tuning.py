@@ -143,6 +143,7 @@ def test_every_declared_range_runs_through_one_tune():
     """One ``tune`` drives every method (classical and diffusion) over its declared ranges."""
     from mrdiff.baselines import BASELINES, TUNABLE
     from mrdiff.consistency import REGISTRY
+    from mrdiff.pipeline import split_init
     from mrdiff.reconstruct import reconstruct
     from tests.test_consistency import _gens, _problem
 
@@ -151,9 +152,10 @@ def test_every_declared_range_runs_through_one_tune():
     for name, cls in REGISTRY.items():
         tunable = check_tunable(cls.tunable, None, name)
 
-        def run(yf, fit, params, name=name):
+        def run(yf, fit, params, name=name):  # the initialiser (a pipeline choice) is A^H y here
+            own = split_init(params)[0]
             return reconstruct(
-                yf, fit, name, prior, nfe=4, generators=_gens(2), params=params, init=fit.AH(yf)
+                yf, fit, name, prior, nfe=4, generators=_gens(2), params=own, init=fit.AH(yf)
             ).mean
 
         res = tune(run, y, op, tunable, split, dict(cls.defaults), points=2)
@@ -176,3 +178,17 @@ def test_no_skill_keeps_the_start_value():
     assert tune(
         run, y, op, {"gain": (0.1, 10.0, "log")}, Split(0.2, 2, 0), {"gain": 5.0}, 5, max_error=2.0
     ).chosen["gain"] == pytest.approx(0.1)
+
+
+def test_a_choice_is_searched_over_all_its_values_and_takes_no_range():
+    """A discrete ``choice`` (CCDF's initialiser) is scored value by value, and the best one wins
+    whatever the start; a range for it is a one-line error."""
+    y, op = _tikhonov_problem(signal_var=1.0, noise_var=0.2)
+    lamda = {"wiener": 0.2, "under": 1e-3, "over": 30.0}
+    run = lambda yf, fit, params: _tikhonov(yf, fit, {"lamda": lamda[params["prior"]]})  # noqa: E731
+    declared = {"prior": (("under", "wiener", "over"), "choice")}
+    for start in ("under", "over"):
+        res = tune(run, y, op, check_tunable(declared, None), Split(0.2, 2, 0), {"prior": start}, 2)
+        assert res.chosen == {"prior": "wiener"} and len(res.table) == 3, res.table
+    with pytest.raises(InputError, match="choice among under, wiener, over; tune it without a range"):
+        check_tunable(declared, {"prior": (0.0, 1.0)}, "m")
