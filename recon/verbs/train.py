@@ -17,7 +17,7 @@ import yaml
 from PIL import Image
 
 from mrdiff.atomic import atomic_path
-from mrdiff.config import Config, resolve_config, to_dict
+from mrdiff.config import Config, apply_overrides, from_dict, load_yaml, resolve_config, to_dict
 from mrdiff.errors import InputError
 from mrdiff.noise import make_generator, seed_for
 from recon.verbs import SUMMARIES
@@ -137,15 +137,73 @@ def _lock_run_dir(out_dir: Path) -> Path:
     return lock
 
 
+def _new_config(config: str | None, overrides: list[str]) -> Config:
+    """The config of a new run: ``--config`` (required) with the ``--set`` overrides."""
+    if config is None:
+        raise InputError("--config is required (a preset or a YAML file) unless --resume continues a run")
+    return resolve_config(config, overrides)
+
+
+def _saved_config(out_dir: Path) -> dict[str, Any]:
+    """The config a run was started with: ``RUN_DIR/config.yaml``, or the one stored in ``last.pt`` for a
+    run directory without it (written by :func:`mrdiff.training.train` called directly)."""
+    path = out_dir / "config.yaml"
+    if path.is_file():
+        return load_yaml(path)
+    from mrdiff.priors.checkpoint import load_checkpoint
+
+    return load_checkpoint(out_dir / "last.pt")["config"]
+
+
+def _resume_config(out_dir: Path, config: str | None, overrides: list[str]) -> Config:
+    """The config of a resumed run: the run's saved config with the ``--set`` overrides on top.
+
+    A ``--config`` given as well must agree with it in ``model`` and ``data`` (both with the same
+    ``--set``), so that repeating the starting command plus ``--resume`` works, but a preset that
+    differs from the run is refused instead of silently changing what is trained.
+    """
+    cfg = from_dict(apply_overrides(_saved_config(out_dir), overrides))
+    if config is not None:
+        diffs = _config_diffs(cfg, resolve_config(config, overrides), ("model", "data"))
+        if diffs:
+            raise InputError(
+                f"--resume: --config {config} differs from the config of run {out_dir} in "
+                f"{'; '.join(diffs[:3])}; drop --config to continue the run as it was, or change "
+                "settings with --set"
+            )
+    return cfg
+
+
+def _config_diffs(run: Config, given: Config, sections: tuple[str, ...]) -> list[str]:
+    """``"section.key (run X, --config Y)"`` for each key of ``sections`` in which the configs differ."""
+    a, b = to_dict(run), to_dict(given)
+    return [
+        f"{section}.{key} (run {value!r}, --config {b[section][key]!r})"
+        for section in sections
+        for key, value in a[section].items()
+        if b[section][key] != value
+    ]
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mrdiff train", description=HELP)
-    p.add_argument("--config", required=True, help="preset name (mrdiff/presets/*.yaml) or a YAML file")
+    p.add_argument(
+        "--config",
+        default=None,
+        help="preset name (mrdiff/presets/*.yaml) or a YAML file; not needed with --resume, which continues "
+        "with RUN_DIR/config.yaml (if given, its model and data sections must match the run's)",
+    )
     p.add_argument("--data", required=True, help="prepared data root (with train/ and val/) or a dir of .h5")
     p.add_argument("--out", required=True, help="run directory (checkpoints, log.jsonl, samples/)")
     p.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.lr=1e-4"
     )
-    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from RUN_DIR/last.pt with the run's own config (RUN_DIR/config.yaml) plus any --set, "
+        "e.g. --set train.max_minutes=120 to extend it",
+    )
     p.add_argument(
         "--init",
         default=None,
@@ -163,7 +221,6 @@ def main(argv: list[str]) -> int:
     from mrdiff.training import train
 
     args = _parser().parse_args(argv)
-    cfg = resolve_config(args.config, args.set)
     out_dir = Path(args.out)
     if args.resume and args.init:
         raise InputError("--init starts a new run from a prior; --resume continues RUN_DIR: choose one")
@@ -173,6 +230,10 @@ def main(argv: list[str]) -> int:
         raise InputError(f"--resume: {out_dir / 'last.pt'} does not exist")
     if not args.resume and (out_dir / "last.pt").exists():
         raise InputError(f"{out_dir} already holds a run; use --resume or another --out")
+    if args.resume:
+        cfg = _resume_config(out_dir, args.config, args.set)
+    else:
+        cfg = _new_config(args.config, args.set)
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     train_dir, val_dir = _data_dirs(Path(args.data))
