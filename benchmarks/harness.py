@@ -146,13 +146,15 @@ def _target(info: VolumeInfo, slices: list[int]) -> np.ndarray | None:
 
 
 def _volume_spec(
-    m: MethodConfig, spec: MethodSpec, info, cell: Cell, maps_cache, idx
+    m: MethodConfig, spec: MethodSpec, info, cell: Cell, maps_cache, idx, progress=None
 ) -> tuple[MethodSpec, dict]:
     """``spec`` for one volume after the row's per-volume steps: parameters tuned by held-out
     cross-validation (``auto``), then the prior adapted to the volume (``adapt``); and what they did."""
     extra = {}
     if m.auto is not None:
-        res = pipeline.tune_volume(info, spec, cell.mask_spec, auto_from_settings(m.auto), maps_cache, idx)
+        tuning = None if progress is None else lambda p, e: progress(cell.key, {"tuning": p, "cv_error": e})
+        auto = auto_from_settings(m.auto)
+        res = pipeline.tune_volume(info, spec, cell.mask_spec, auto, maps_cache, idx, tuning)
         spec = replace(spec, params=res.params)
         extra["auto"] = {
             "chosen": res.chosen,
@@ -175,8 +177,10 @@ def run_cell(
     denoiser: object | None,
     device: str,
     maps_cache: dict | None = None,
+    progress: Callable[[str, dict | None], None] | None = None,
 ) -> dict:
-    """Reconstruct, write and score one cell; returns its record (also written to ``cells/``)."""
+    """Reconstruct, write and score one cell; returns its record (also written to ``cells/``).
+    ``progress(key, {"tuning": values, "cv_error": e})`` follows an ``auto`` row's search."""
     m = cell.method
     spec = MethodSpec(
         m.name, dict(m.params), denoiser if m.is_diffusion else None, m.nfe, m.samples, cell.seed, device, 1
@@ -184,7 +188,7 @@ def run_cell(
     rows, t0 = [], time.perf_counter()
     for info in volumes:
         idx = slices[info.path.name]
-        vspec, extra = _volume_spec(m, spec, info, cell, maps_cache, idx)
+        vspec, extra = _volume_spec(m, spec, info, cell, maps_cache, idx, progress)
         result = reconstruct_volume(info, vspec, cell.mask_spec, idx, maps_cache=maps_cache)
         attrs = {
             **run_record(vspec, cell.mask_spec, info.mask is not None),
@@ -306,7 +310,7 @@ def run_grid(
         if group not in warmed:
             stats["maps_seconds"] += prewarm_maps(volumes, cell, slices, maps_cache)
             warmed.add(group)
-        record = run_cell(cell, volumes, slices, out, denoiser, device, maps_cache)
+        record = run_cell(cell, volumes, slices, out, denoiser, device, maps_cache, progress)
         stats["ran"] += 1
         if progress:
             progress(cell.key, record)

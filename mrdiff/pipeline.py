@@ -258,7 +258,7 @@ def with_init_params(name: str, params: dict, inits: dict | None) -> dict:
 
 
 def tune_inits(
-    spec: MethodSpec, info: VolumeInfo, idx: list[int], y, op, values, auto: AutoSpec
+    spec: MethodSpec, info: VolumeInfo, idx: list[int], y, op, values, auto: AutoSpec, progress=None
 ) -> tuple[dict, dict]:
     """Tune every candidate initialiser that declares tunables on its own held-out error, so that
     the choice between initialisers compares each at its best (e.g. CS-L1 at its cross-validated
@@ -271,6 +271,7 @@ def tune_inits(
             inits[name] = {}
             continue
         init_spec = MethodSpec(name, {}, device=spec.device, seed=spec.seed)
+        labelled = None if progress is None else (lambda p, e, name=name: progress({"init": name, **p}, e))
         res = tune(
             _runner(init_spec, info, idx),
             y,
@@ -280,6 +281,7 @@ def tune_inits(
             method_defaults(name),
             auto.points,
             auto.refine,
+            progress=labelled,
         )
         inits[name], runs[name] = res.chosen, res
     return inits, runs
@@ -292,6 +294,7 @@ def tune_volume(
     auto: AutoSpec = AutoSpec(),
     maps_cache: dict | None = None,
     slices: list[int] | None = None,
+    progress: Callable[[dict, float], None] | None = None,
 ) -> TuneResult:
     """Choose ``spec``'s parameters for one volume by held-out k-space cross-validation
     (:func:`mrdiff.tuning.tune`) on ``auto.slices`` central slices (of ``slices``, default all)
@@ -301,7 +304,8 @@ def tune_volume(
     its own held-out error (:func:`tune_inits`), then the method is searched with every candidate at
     its best; ``chosen`` then also holds the chosen initialiser's ``init_*`` values, and
     ``base_error`` is that of the starting parameters with the tuned initialiser. ``trials``,
-    ``seconds`` and ``table`` cover both stages."""
+    ``seconds`` and ``table`` cover both stages. ``progress(params, error)`` follows every candidate
+    (an initialiser's own search with ``"init"`` in ``params``)."""
     tunable = check_auto(info, spec, mask_spec, auto)
     mask = volume_mask(info, mask_spec)
     idx = tuning_slices(info, auto, slices)
@@ -309,8 +313,9 @@ def tune_volume(
     base = {**method_defaults(spec.name), **spec.params}
     inits, first = None, {}
     if "init" in tunable:
-        inits, first = tune_inits(spec, info, idx, y, op, tunable["init"][0], auto)
-    res = tune(_runner(spec, info, idx, inits), y, op, tunable, auto.split, base, auto.points, auto.refine)
+        inits, first = tune_inits(spec, info, idx, y, op, tunable["init"][0], auto, progress)
+    run = _runner(spec, info, idx, inits)
+    res = tune(run, y, op, tunable, auto.split, base, auto.points, auto.refine, progress=progress)
     if inits is None:
         return res
     params = with_init_params(spec.name, res.params, inits)

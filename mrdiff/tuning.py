@@ -269,6 +269,7 @@ def tune(
     points: int = 7,
     refine: int = 0,
     max_error: float = 1.0,
+    progress: Callable[[dict, float], None] | None = None,
 ) -> TuneResult:
     """Choose parameters of ``run`` by held-out k-space cross-validation (coordinate-wise search).
 
@@ -294,6 +295,8 @@ def tune(
         points: grid size per parameter (>= 2).
         refine: golden-section steps after the grid (continuous scales only).
         max_error: held-out error a candidate must beat to replace a current value.
+        progress: called as ``progress(values, error)`` after each new candidate is scored (``values``:
+            its tuned parameters).
 
     Returns:
         :class:`TuneResult`.
@@ -307,6 +310,8 @@ def tune(
         key = tuple(sorted(params.items()))
         if key not in cache:
             cache[key] = float(fold_errors(run, y, op, params, sets).mean())
+            if progress is not None:
+                progress({k: params[k] for k in tunable if k in params}, cache[key])
         return cache[key]
 
     current = dict(base or {})

@@ -25,6 +25,8 @@ def test_recon_auto_writes_chosen_params_and_heldout_error(capsys, tmp_path, mul
     assert set(chosen) == {"iters"} and 1 <= chosen["iters"] <= 30
     assert report["auto"]["trials"] >= 2 * 7 // 2 and report["auto"]["seconds"] >= 0
     assert 0 < report["heldout_error"] < 1.5
+    lines = [x for x in err.splitlines() if x.startswith(f"mrdiff recon: tuning {multicoil_h5.name}: iters=")]
+    assert len(lines) * 2 == report["auto"]["trials"]  # one stderr line per candidate (2 folds each)
     with h5py.File(out) as f:
         assert json.loads(f.attrs["params"])["iters"] == chosen["iters"]
         assert json.loads(f.attrs["auto"])["chosen"] == chosen
@@ -91,6 +93,9 @@ def test_bench_auto_rows_record_their_choice(capsys, tmp_path, make_h5):
     row = record["volumes"][0]
     assert set(row["auto"]["chosen"]) == {"iters"} and row["auto"]["trials"] >= 3
     assert record["method"]["auto"]["folds"] == 1
+    log = [json.loads(line) for line in (out / "bench.log").read_text().splitlines()]
+    tried = [e for e in log if "tuning" in e]  # the search is followed candidate by candidate
+    assert len(tried) == row["auto"]["trials"] and all(set(e["tuning"]) == {"iters"} for e in tried)
     code, stdout, _ = run(capsys, *argv, "--auto", "--auto-folds", "1", "--auto-points", "3")
     assert code == 0 and json.loads(stdout)["skipped"] == 1  # same settings: reused
     code, _, err = run(capsys, *argv, "--tune", "lamda")

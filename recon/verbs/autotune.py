@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 from mrdiff.errors import InputError
 from mrdiff.pipeline import AutoSpec
@@ -67,6 +69,19 @@ def auto_spec(args: argparse.Namespace) -> AutoSpec | None:
         )
     request = dict(_range(t) for t in args.tune) if args.tune else None
     return AutoSpec(request, heldout_split(args), args.auto_slices, args.auto_points, args.auto_refine)
+
+
+def progress_line(path, bar):
+    """A tuning callback that writes one stderr line per candidate scored (through ``bar``, a tqdm
+    bar, so that the bar stays intact): ``mrdiff recon: tuning FILE: k=v, ... -> held-out error E``."""
+
+    def report(params: dict, error: float) -> None:
+        shown = ", ".join(f"{k}={v}" for k, v in params.items())
+        bar.write(
+            f"mrdiff recon: tuning {Path(path).name}: {shown} -> held-out error {error:.5g}", file=sys.stderr
+        )
+
+    return report
 
 
 def summary(result: TuneResult, auto: AutoSpec, slices: list[int]) -> dict:

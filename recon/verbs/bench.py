@@ -138,12 +138,13 @@ def _progress(out: Path):
     log = out / "bench.log"
 
     def report(key: str, record: dict | None) -> None:
-        psnr = [round(v["PSNR"], 3) for v in (record or {}).get("volumes", []) if "PSNR" in v]
+        if record is not None and "tuning" in record:  # one candidate of an --auto search
+            line = {"cell": key, **record}
+        else:
+            psnr = [round(v["PSNR"], 3) for v in (record or {}).get("volumes", []) if "PSNR" in v]
+            line = {"cell": key, "seconds": round((record or {}).get("seconds", 0), 2), "PSNR": psnr}
         with open(log, "a") as f:
-            f.write(
-                json.dumps({"cell": key, "seconds": round((record or {}).get("seconds", 0), 2), "PSNR": psnr})
-                + "\n"
-            )
+            f.write(json.dumps(line) + "\n")
 
     return report
 

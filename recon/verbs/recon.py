@@ -167,7 +167,9 @@ def _run_one(args, path: Path, out_path: Path, spec: MethodSpec, bar, auto, adap
     slices = _slices(args.slices, info.shape[0])
     report, maps_cache, asked = {}, {}, dict(spec.params)
     if auto is not None:
-        tuned = tune_volume(info, spec, mask_spec, auto, maps_cache, slices)
+        tuned = tune_volume(
+            info, spec, mask_spec, auto, maps_cache, slices, autotune.progress_line(path, bar)
+        )
         spec = replace(spec, params=tuned.params)
         report["auto"] = autotune.summary(tuned, auto, tuning_slices(info, auto, slices))
     if adapt is not None:
