@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.config import DEFAULT_PARAMS, method_config, read_params
-from benchmarks.tuning_common import append_jsonl, cells, eval_slices, mask_spec, targets
+from benchmarks.tuning_common import eval_slices, mask_spec, run_cells, targets
 from mrdiff.adapt import AdaptSpec
 from mrdiff.io import list_volumes, open_volume
 from mrdiff.metrics import volume_metrics
@@ -114,17 +114,20 @@ def main(argv: list[str] | None = None) -> int:
         {},
         load_prior(args.prior),
     )
-    for label, kind, accel in cells(args):
-        r = run_cell(info, label, table, kind, accel, args, denoiser, cache)
+
+    def line(label, kind, accel, r) -> str:
         a = r["adapt"]
-        print(
+        return (
             f"{label:>5} {kind:>9} {accel:g}x off {r['off']['PSNR']:.2f} dB/{r['off']['SSIM']:.3f} "
             f"on {r['on']['PSNR']:.2f} dB/{r['on']['SSIM']:.3f} ({r['gain_dB']:+.2f}) | "
             f"s/slice {r['off']['s_per_slice']:.1f} -> {r['on']['s_per_slice_with_fit']:.1f} | "
-            f"adapted {a['sampling_steps_adapted']} improved {a['sampling_steps_improved']}",
-            flush=True,
+            f"adapted {a['sampling_steps_adapted']} improved {a['sampling_steps_improved']}"
         )
-        append_jsonl(args.json, r)
+
+    def run(label, kind, accel) -> dict:
+        return run_cell(info, label, table, kind, accel, args, denoiser, cache)
+
+    run_cells(args, args.methods, run, line)
     return 0
 
 

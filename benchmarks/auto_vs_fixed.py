@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.config import DEFAULT_PARAMS, method_config, read_params
-from benchmarks.tuning_common import append_jsonl, cells, eval_slices, mask_spec, psnr, targets, val_volume
+from benchmarks.tuning_common import eval_slices, mask_spec, psnr, run_cells, targets, val_volume
 from mrdiff.pipeline import (
     AutoSpec,
     MethodSpec,
@@ -120,15 +120,17 @@ def main(argv: list[str] | None = None) -> int:
             dens["d"] = load_prior(None)
         return dens["d"]
 
-    for label, kind, accel in cells(args):
-        r = run_cell(info, label, table, kind, accel, args, den_fn, cache)
-        print(
+    def line(label, kind, accel, r) -> str:
+        return (
             f"{label:>6} {kind:>10} {accel:g}x  fixed {r['fixed']} {r['fixed_psnr']:.2f} dB | "
             f"auto {r['auto']} {r['auto_psnr']:.2f} dB ({r['auto_trials']} recons, "
-            f"{r['auto_seconds']} s) | oracle {r['oracle']} {r['oracle_psnr']:.2f} dB",
-            flush=True,
+            f"{r['auto_seconds']} s) | oracle {r['oracle']} {r['oracle_psnr']:.2f} dB"
         )
-        append_jsonl(args.json, r)
+
+    def run(label, kind, accel) -> dict:
+        return run_cell(info, label, table, kind, accel, args, den_fn, cache)
+
+    run_cells(args, args.methods, run, line)
     return 0
 
 

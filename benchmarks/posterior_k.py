@@ -18,7 +18,6 @@ Usage (val only; quiet machine for the seconds column)::
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ import numpy as np
 import torch
 
 from benchmarks.config import DEFAULT_PARAMS, method_config, read_params
-from benchmarks.tuning_common import eval_slices, mask_spec, targets, val_volume
+from benchmarks.tuning_common import eval_slices, mask_spec, run_cells, targets, val_volume
 from mrdiff.metrics import volume_metrics
 from mrdiff.overrides import yaml_value
 from mrdiff.pipeline import MethodSpec, reconstruct_volume
@@ -105,20 +104,15 @@ def main(argv: list[str] | None = None) -> int:
     from mrdiff.priors import load_prior
 
     info, table, denoiser = val_volume(args.data), read_params(DEFAULT_PARAMS), load_prior(None)
-    for text in args.rows.split(","):
-        row = parse_row(text)
-        for kind in args.masks.split(","):
-            for accel in [float(a) for a in args.accels.split(",")]:
-                r = run_cell(info, row, table, kind, accel, args, denoiser)
-                cells = "  ".join(f"K{k} {s['PSNR']:.2f}/{s['SSIM']:.3f}" for k, s in r["scores"].items())
-                print(
-                    f"{row.label:>28} {kind:>10} {accel:g}x  {cells}  "
-                    f"({r['seconds_per_slice_kmax']} s/slice)",
-                    flush=True,
-                )
-                if args.json:
-                    with open(args.json, "a") as f:
-                        f.write(json.dumps(r) + "\n")
+
+    def line(label, kind, accel, r) -> str:
+        scores = "  ".join(f"K{k} {s['PSNR']:.2f}/{s['SSIM']:.3f}" for k, s in r["scores"].items())
+        return f"{label:>28} {kind:>10} {accel:g}x  {scores}  ({r['seconds_per_slice_kmax']} s/slice)"
+
+    def run(label, kind, accel) -> dict:
+        return run_cell(info, parse_row(label), table, kind, accel, args, denoiser)
+
+    run_cells(args, args.rows, run, line)
     return 0
 
 

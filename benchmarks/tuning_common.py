@@ -57,14 +57,24 @@ def spearman(a, b) -> float:
     return float(spearmanr(np.asarray(a), np.asarray(b)).statistic)
 
 
-def cells(args) -> list[tuple[str, str, float]]:
-    """Every (row label, mask kind, acceleration) of comma-separated ``--methods/--masks/--accels``."""
+def cells(rows: str, masks: str, accels: str) -> list[tuple[str, str, float]]:
+    """Every (row label, mask kind, acceleration) of comma-separated rows, masks and accelerations."""
     return [
         (label, kind, float(accel))
-        for label in args.methods.split(",")
-        for kind in args.masks.split(",")
-        for accel in args.accels.split(",")
+        for label in rows.split(",")
+        for kind in masks.split(",")
+        for accel in accels.split(",")
     ]
+
+
+def run_cells(args, rows: str, run, line) -> None:
+    """For every cell of ``rows`` x ``args.masks`` x ``args.accels`` (:func:`cells`): its record
+    ``run(label, kind, accel)``, printed as ``line(label, kind, accel, record)`` and appended to
+    ``args.json`` (when set)."""
+    for label, kind, accel in cells(rows, args.masks, args.accels):
+        record = run(label, kind, accel)
+        print(line(label, kind, accel, record), flush=True)
+        append_jsonl(args.json, record)
 
 
 def append_jsonl(path: Path | None, record: dict) -> None:

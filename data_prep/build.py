@@ -93,11 +93,8 @@ class Job:
         to ``root``, POSIX-style (e.g. ``sigpy-brain-8ch-poisson/cartesian_ksp.npy``), so that a manifest
         names no folder of the machine it was built on; the path as given without a root or outside it."""
         source = Path(self.volume.source)
-        if self.root is not None:
-            try:
-                return source.relative_to(self.root).as_posix()
-            except ValueError:
-                pass
+        if self.root is not None and source.is_relative_to(self.root):
+            return source.relative_to(self.root).as_posix()
         return str(source)
 
 
