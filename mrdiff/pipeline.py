@@ -238,10 +238,12 @@ def _runner(spec: MethodSpec, info: VolumeInfo, idx: list[int], inits: dict | No
     ``inits``: when the initialiser is being chosen, ``{candidate: its tuned parameters}``; each
     candidate then runs with its own (:func:`with_init_params`)."""
 
+    starts: dict = {}  # initialiser outputs per (fold, initialiser, its parameters): computed once
+
     def run(y, op, params):
         gens = [make_generator(seed_for(spec.seed, info.path.name, i), spec.device) for i in idx]
         merged = with_init_params(spec.name, {**spec.params, **params}, inits)
-        return _run_method(replace(spec, params=merged), y, op, gens)["mean"]
+        return _run_method(replace(spec, params=merged), y, op, gens, starts=starts)["mean"]
 
     return run
 
@@ -429,11 +431,13 @@ def _batch(info: VolumeInfo, idx: list[int], mask, device: str, maps_cache: dict
     return y, CartesianOperator(mask.to(device), maps)
 
 
-def _run_method(spec: MethodSpec, y, op, generators, **loop) -> dict:
+def _run_method(spec: MethodSpec, y, op, generators, starts: dict | None = None, **loop) -> dict:
     """Run one method on a batch; returns complex ``mean`` (B,H,W), optional ``std``, ``nfe``.
 
-    ``loop``: further keywords of :func:`mrdiff.reconstruct.reconstruct` (``callback``, ``scale``)
-    for a diffusion method."""
+    ``starts``: a dict in which a diffusion method's initialiser output is kept per (mask, initialiser,
+    parameters), so that a search that runs the method many times on the same fit set computes each
+    start once (the initialisers are deterministic). ``loop``: further keywords of
+    :func:`mrdiff.reconstruct.reconstruct` (``callback``, ``scale``) for a diffusion method."""
     if spec.name in BASELINES:
         return {"mean": BASELINES[spec.name](y, op, **spec.params), "std": None, "nfe": 0}
     sup = supervised_methods()
@@ -443,9 +447,15 @@ def _run_method(spec: MethodSpec, y, op, generators, **loop) -> dict:
 
     params, init_params = split_init(spec.params)
     init_name = init_method(spec.name, spec.params)
-    init = None
+    init, key = None, None
     if init_name is not None:
-        init = _run_method(MethodSpec(init_name, init_params), y, op, generators)["mean"]
+        if starts is not None:
+            key = (op.mask.cpu().numpy().tobytes(), init_name, tuple(sorted(init_params.items())))
+        init = None if key is None else starts.get(key)
+        if init is None:
+            init = _run_method(MethodSpec(init_name, init_params), y, op, generators)["mean"]
+        if key is not None:
+            starts[key] = init
     res = reconstruct(
         y,
         op,

@@ -276,8 +276,8 @@ def tune(
     Each parameter in turn (the others at their current best) is searched over a ``points``-value
     grid (a choice: all its values) plus its current value, then, for continuous scales, refined
     by ``refine`` golden-section steps between the best grid point's neighbours (in log space for
-    log scales). A candidate's
-    score is the held-out error averaged over ``split.folds`` folds and the batch items.
+    log scales). A candidate's score is the held-out error averaged over ``split.folds`` folds and
+    the batch items.
 
     A candidate replaces the current value only if its error is below ``max_error``. An error of 1
     is what predicting zero on the held-out samples scores, so a method at or above it has no skill

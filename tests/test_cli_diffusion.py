@@ -158,6 +158,29 @@ def test_ccdf_auto_chooses_its_initialiser(fake_prior, tmp_path, multicoil_h5, c
     assert auto["trials"] >= 3 + 4, auto
 
 
+def test_a_search_computes_each_start_once(multicoil_h5, monkeypatch):
+    """The tuner's runner keeps the initialiser's output per (fit mask, initialiser, parameters): CCDF
+    candidates that differ only in sigma_t0 share one CS-L1 start; another lambda or fold is new."""
+    import mrdiff.pipeline as pipeline
+    from mrdiff.io import open_volume
+    from mrdiff.tuning import Split, fit_operator, holdout_sets
+
+    calls, baseline = [], pipeline.BASELINES["cs-l1"]
+    monkeypatch.setitem(
+        pipeline.BASELINES, "cs-l1", lambda y, op, **k: calls.append(k) or baseline(y, op, **k)
+    )
+    info = open_volume(multicoil_h5)
+    mask = pipeline.volume_mask(info, pipeline.MaskSpec("random", 2, 0.125))
+    y, op = pipeline._batch(info, [0], mask, "cpu", {})
+    spec = pipeline.MethodSpec("ccdf", {"init": "cs-l1"}, ShrinkDenoiser(), nfe=2)
+    run = pipeline._runner(spec, info, [0])
+    folds = [fit_operator(op, h) for h in holdout_sets(mask, tuple(y.shape[-2:]), Split(0.3, 2, 0))]
+    for fit in folds:
+        for params in ({"sigma_t0": 0.1}, {"sigma_t0": 0.3}, {"sigma_t0": 0.1, "init_lamda": 0.003}):
+            run(y * fit.mask, fit, params)
+    assert calls == [{}, {"lamda": 0.003}] * 2
+
+
 def test_init_on_a_method_that_starts_from_noise_is_refused(fake_prior, tmp_path, multicoil_h5, capsys):
     code, out = _recon(tmp_path, multicoil_h5, "i.h5", "--method", "pocs", "--set", "init=sense")
     assert code == 2 and "takes no init" in capsys.readouterr().err and not out.exists()
