@@ -81,6 +81,8 @@ def auto_settings(auto: AutoSpec) -> dict:
         "slices": auto.slices,
         "points": auto.points,
         "refine": auto.refine,
+        # only when set, so that cells run before the option existed still resume
+        **({} if auto.samples is None else {"samples": auto.samples}),
     }
 
 
@@ -88,7 +90,8 @@ def auto_from_settings(d: dict) -> AutoSpec:
     """Inverse of :func:`auto_settings`."""
     t = d["tunable"]
     tunable = None if t is None else {k: None if v is None else tuple(v) for k, v in t.items()}
-    return AutoSpec(tunable, Split(d["fraction"], d["folds"], 0), d["slices"], d["points"], d["refine"])
+    split = Split(d["fraction"], d["folds"], 0)
+    return AutoSpec(tunable, split, d["slices"], d["points"], d["refine"], d.get("samples"))
 
 
 @dataclass(frozen=True)

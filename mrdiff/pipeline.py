@@ -73,7 +73,8 @@ class AutoSpec:
     """Held-out k-space cross-validation of a method's parameters, once per volume.
 
     ``tunable``: None (everything the method declares) or ``{name: None | (lo, hi)}``; ``slices``
-    central slices are tuned together and the choice applies to every slice.
+    central slices are tuned together and the choice applies to every slice. ``samples``: posterior
+    samples averaged per trial reconstruction (None: as many as the final reconstruction).
     """
 
     tunable: dict | None = None
@@ -81,6 +82,7 @@ class AutoSpec:
     slices: int = 3
     points: int = 7
     refine: int = 0
+    samples: int | None = None
 
 
 @dataclass
@@ -322,7 +324,7 @@ def tune_volume(
     inits, first = None, {}
     if "init" in tunable:
         inits, first = tune_inits(spec, info, idx, y, op, tunable["init"][0], auto, progress)
-    run = _runner(spec, info, idx, inits)
+    run = _runner(spec if auto.samples is None else replace(spec, samples=auto.samples), info, idx, inits)
     res = tune(run, y, op, tunable, auto.split, base, auto.points, auto.refine, progress=progress)
     if inits is None:
         return res

@@ -55,6 +55,7 @@ def test_heldout_error_ranks_zero_filled_last(capsys, tmp_path, multicoil_h5):
         (["--tune", "iters=5"], "NAME=LO:HI"),
         (["--auto", "--method", "zf"], "no tunable"),
         (["--auto", "--auto-points", "1"], "--auto-points"),
+        (["--auto", "--auto-samples", "0"], "--auto-samples"),
     ],
 )
 def test_bad_tuning_requests(capsys, tmp_path, multicoil_h5, extra, message):

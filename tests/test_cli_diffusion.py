@@ -181,6 +181,26 @@ def test_a_search_computes_each_start_once(multicoil_h5, monkeypatch):
     assert calls == [{}, {"lamda": 0.003}] * 2
 
 
+@pytest.mark.parametrize("auto_samples, expected", [(None, 3), (1, 1)])
+def test_trials_average_auto_samples(multicoil_h5, monkeypatch, auto_samples, expected):
+    """Trial reconstructions average ``AutoSpec.samples`` posterior samples (default: the final K)."""
+    import mrdiff.pipeline as pipeline
+    from mrdiff.io import open_volume
+    from mrdiff.tuning import Split
+
+    seen, run_method = [], pipeline._run_method
+    def counted(spec, *args, **kwargs):
+        if spec.name == "ccdf":  # not its initialiser's run
+            seen.append(spec.samples)
+        return run_method(spec, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "_run_method", counted)
+    spec = pipeline.MethodSpec("ccdf", {"init": "zf"}, ShrinkDenoiser(), nfe=2, samples=3)
+    auto = pipeline.AutoSpec({"sigma_t0": None}, Split(0.3, 1, 0), 1, 2, 0, auto_samples)
+    res = pipeline.tune_volume(open_volume(multicoil_h5), spec, pipeline.MaskSpec("random", 2, 0.125), auto)
+    assert res.trials == 3 and seen == [expected] * 3
+
+
 def test_init_on_a_method_that_starts_from_noise_is_refused(fake_prior, tmp_path, multicoil_h5, capsys):
     code, out = _recon(tmp_path, multicoil_h5, "i.h5", "--method", "pocs", "--set", "init=sense")
     assert code == 2 and "takes no init" in capsys.readouterr().err and not out.exists()

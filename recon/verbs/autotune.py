@@ -32,6 +32,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--auto-refine", type=int, default=0, help="golden-section steps after the grid (default 0)"
     )
     g.add_argument(
+        "--auto-samples",
+        type=int,
+        default=None,
+        help="posterior samples averaged per trial reconstruction (default: as many as --samples)",
+    )
+    g.add_argument(
         "--holdout-fraction",
         type=float,
         default=0.1,
@@ -63,12 +69,15 @@ def auto_spec(args: argparse.Namespace) -> AutoSpec | None:
     """The tuning request of the options, or None without ``--auto`` / ``--tune``."""
     if not (args.auto or args.tune):
         return None
-    if args.auto_slices < 1 or args.auto_folds < 1 or args.auto_points < 2 or args.auto_refine < 0:
-        raise InputError(
-            "--auto-slices and --auto-folds must be >= 1, --auto-points >= 2, --auto-refine >= 0"
-        )
+    samples = args.auto_samples
+    if min(args.auto_slices, args.auto_folds, 1 if samples is None else samples) < 1:
+        raise InputError("--auto-slices, --auto-folds and --auto-samples must be >= 1")
+    if args.auto_points < 2 or args.auto_refine < 0:
+        raise InputError("--auto-points must be >= 2 and --auto-refine >= 0")
     request = dict(_range(t) for t in args.tune) if args.tune else None
-    return AutoSpec(request, heldout_split(args), args.auto_slices, args.auto_points, args.auto_refine)
+    return AutoSpec(
+        request, heldout_split(args), args.auto_slices, args.auto_points, args.auto_refine, samples
+    )
 
 
 def progress_line(path, bar):
@@ -97,4 +106,5 @@ def summary(result: TuneResult, auto: AutoSpec, slices: list[int]) -> dict:
         "holdout_fraction": auto.split.fraction,
         "points": auto.points,
         "refine": auto.refine,
+        "samples": auto.samples,
     }
