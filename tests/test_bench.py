@@ -278,3 +278,22 @@ def test_bench_refuses_a_bad_init_before_any_cell(init):
     table = {"ccdf-x": {"method": "ccdf", "params": {"init": init}}}
     with pytest.raises(InputError, match="row 'ccdf-x': init"):
         method_config("ccdf-x", table)
+
+
+def test_nfe_curves_summarise_bench_cells(quick_run, tmp_path):
+    """benchmarks.nfe_curves reads a bench folder's cells: curves for the diffusion rows only, the
+    baselines as references, and the saturation NFE against the long run."""
+    from benchmarks.nfe_curves import main as nfe_main
+    from benchmarks.nfe_curves import saturation
+
+    _, _, out = quick_run
+    assert nfe_main([str(out), "--out", str(tmp_path / "nfe"), "--reference-nfe", "4"]) == 0
+    md = (tmp_path / "nfe" / "nfe_curves.md").read_text()
+    rows = [line.split(" | ")[0] for line in md.splitlines() if line.startswith("| ")]
+    assert sorted(set(rows) - {"| method"}) == ["| ccdf", "| pocs"] and "- cs-l1:" in md
+    assert (tmp_path / "nfe" / "psnr_vs_nfe.png").stat().st_size > 0
+    assert saturation({5: 20.0, 10: 21.8, 50: 22.0, 1000: 22.05}, 1000, 0.3) == 10
+    assert saturation({5: 20.0, 1000: 19.0}, 1000, 0.3) == 5  # no gain past NFE 5
+    assert saturation({5: 20.0}, 1000, 0.3) is None
+    with pytest.raises(InputError, match="no cell records"):
+        nfe_main([str(tmp_path), "--out", str(tmp_path / "x")])
