@@ -292,8 +292,8 @@ def test_nfe_curves_summarise_bench_cells(quick_run, tmp_path):
     rows = [line.split(" | ")[0] for line in md.splitlines() if line.startswith("| ")]
     assert sorted(set(rows) - {"| method"}) == ["| ccdf", "| pocs"] and "- cs-l1:" in md
     assert (tmp_path / "nfe" / "psnr_vs_nfe.png").stat().st_size > 0
-    assert saturation({5: 20.0, 10: 21.8, 50: 22.0, 1000: 22.05}, 1000, 0.3) == 10
-    assert saturation({5: 20.0, 1000: 19.0}, 1000, 0.3) == 5  # no gain past NFE 5
-    assert saturation({5: 20.0}, 1000, 0.3) is None
+    assert saturation({5: 20.0, 10: 21.8, 50: 22.0, 1000: 22.05}, 22.05, 0.3) == 10
+    assert saturation({5: 20.0, 1000: 19.0}, 19.0, 0.3) == 5  # no gain past NFE 5
+    assert saturation({5: 20.0}, None, 0.3) is None
     with pytest.raises(InputError, match="no cell records"):
         nfe_main([str(tmp_path), "--out", str(tmp_path / "x")])
