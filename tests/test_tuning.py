@@ -192,3 +192,21 @@ def test_a_choice_is_searched_over_all_its_values_and_takes_no_range():
         assert res.chosen == {"prior": "wiener"} and len(res.table) == 3, res.table
     with pytest.raises(InputError, match="choice among under, wiener, over; tune it without a range"):
         check_tunable(declared, {"prior": (0.0, 1.0)}, "m")
+
+
+def test_unmeasured_nmse_scores_only_the_missing_samples():
+    """benchmarks.heldout_vs_unmeasured: zero for the true image whatever the measured samples hold,
+    and the relative error of a perturbation placed on the unmeasured samples."""
+    import numpy as np
+
+    from benchmarks.heldout_vs_unmeasured import unmeasured_nmse
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 16, 16, dtype=torch.complex64, generator=g)
+    maps = torch.randn(2, 3, 16, 16, dtype=torch.complex64, generator=g)
+    mask = torch.zeros(16, 16)
+    mask[:, ::2] = 1
+    op = CartesianOperator(mask, maps)
+    k = CartesianOperator(torch.ones_like(mask), maps).A(x)
+    assert np.allclose(unmeasured_nmse(x, k + 5 * mask * k, op), 0, atol=1e-6)  # measured part ignored
+    assert np.allclose(unmeasured_nmse(x, 2 * k, op), 0.25, atol=1e-5)  # ||k - 2k||^2 / ||2k||^2
