@@ -17,16 +17,14 @@ Usage (val only; keep it small on a shared CPU)::
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 
 from benchmarks.config import DEFAULT_PARAMS, method_config, read_params
-from benchmarks.tuning_common import eval_slices, mask_spec, psnr, run_cells, targets, val_volume
+from benchmarks.tuning_common import eval_slices, mask_spec, psnr, run_cells, targets, val_parser, val_volume
 from mrdiff.pipeline import (
     AutoSpec,
     MethodSpec,
@@ -96,11 +94,8 @@ def run_cell(info, label, table, kind, accel, args, den_fn, cache) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Print one line per (method, mask, acceleration)."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", type=Path, default=Path("data/open-brain-128/val"), help="val split directory")
+    p = val_parser(__doc__, "random,poisson", "4,8")
     p.add_argument("--methods", default="cs-l1", help="comma-separated rows (params-file labels or methods)")
-    p.add_argument("--masks", default="random,poisson", help="comma-separated mask kinds")
-    p.add_argument("--accels", default="4,8", help="comma-separated accelerations")
     p.add_argument("--slices", type=int, default=4, help="central val slices evaluated")
     p.add_argument("--auto-slices", type=int, default=2, help="central slices (of those) the tuner uses")
     p.add_argument("--folds", type=int, default=3, help="held-out folds")
@@ -108,7 +103,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--points", type=int, default=7, help="grid points per parameter")
     p.add_argument("--refine", type=int, default=0, help="golden-section steps after the grid")
     p.add_argument("--nfe", type=int, default=None, help="NFE of diffusion rows (default: params file)")
-    p.add_argument("--json", type=Path, default=None, help="append every record here (JSON lines)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     info, table, cache, dens = val_volume(args.data), read_params(DEFAULT_PARAMS), {}, {}

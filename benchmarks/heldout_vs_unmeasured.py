@@ -17,16 +17,13 @@ held-out set is too small or unrepresentative. Rows use ``benchmarks.posterior_k
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import h5py
 import numpy as np
 import torch
 
 from benchmarks.config import DEFAULT_PARAMS, method_config, read_params
 from benchmarks.posterior_k import parse_row
-from benchmarks.tuning_common import eval_slices, mask_spec, psnr, run_cells, targets, val_volume
+from benchmarks.tuning_common import eval_slices, mask_spec, psnr, run_cells, targets, val_parser, val_volume
 from mrdiff.io import center_crop
 from mrdiff.operators import CartesianOperator
 from mrdiff.pipeline import MethodSpec, _batch, _run_method, make_generator, seed_for, volume_mask
@@ -75,16 +72,12 @@ def run_cell(info, label: str, kind: str, accel: float, args, denoiser) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Print one line per (row, mask, acceleration); append JSON records with ``--json``."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", type=Path, default=Path("data/open-brain-128/val"), help="val split directory")
+    p = val_parser(__doc__, "random", "4")
     p.add_argument("--rows", required=True, help="comma-separated rows (benchmarks.posterior_k syntax)")
-    p.add_argument("--masks", default="random", help="comma-separated mask kinds")
-    p.add_argument("--accels", default="4", help="comma-separated accelerations")
     p.add_argument("--slices", type=int, default=3, help="central slices, tuned together (default 3)")
     p.add_argument("--samples", type=int, default=4, help="posterior samples averaged (default 4)")
     p.add_argument("--folds", type=int, default=2, help="held-out folds (default 2)")
     p.add_argument("--fraction", type=float, default=0.1, help="held-out fraction per fold (default 0.1)")
-    p.add_argument("--json", type=Path, default=None, help="append every record here (JSON lines)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     from mrdiff.priors import load_prior
@@ -97,7 +90,10 @@ def main(argv: list[str] | None = None) -> int:
             f"unmeasured NMSE {r['unmeasured_nmse']}, PSNR {r['PSNR']}"
         )
 
-    run_cells(args, args.rows, lambda label, kind, accel: run_cell(info, label, kind, accel, args, denoiser), line)
+    def run(label, kind, accel) -> dict:
+        return run_cell(info, label, kind, accel, args, denoiser)
+
+    run_cells(args, args.rows, run, line)
     return 0
 
 

@@ -11,7 +11,8 @@ Reads the cell records that one or more ``mrdiff bench --nfe ...`` runs wrote in
 It runs nothing. Usage (val only: NFE and parameters are chosen from it)::
 
     mrdiff bench --data data/open-brain-128 --split val --methods ccdf,dds,pocs,ilvr,repaint,mcg,dps \
-        --masks random --accels 4 --slices-per-volume 2 --nfe 5,10,20,50,100,200 --samples 1 --out runs/nfe-val
+        --masks random --accels 4 --slices-per-volume 2 --nfe 5,10,20,50,100,200 --samples 1 \
+        --out runs/nfe-val
     mrdiff bench ... --methods ccdf,dds --nfe 1000 --out runs/nfe-val
     mrdiff bench ... --methods zf,cs-l1 --out runs/nfe-val
     python -m benchmarks.nfe_curves runs/nfe-val --out benchmarks/results/nfe-val

@@ -17,16 +17,14 @@ Usage (val only; quiet machine for the seconds column)::
 
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from benchmarks.config import DEFAULT_PARAMS, method_config, read_params
-from benchmarks.tuning_common import eval_slices, mask_spec, run_cells, targets, val_volume
+from benchmarks.tuning_common import eval_slices, mask_spec, run_cells, targets, val_parser, val_volume
 from mrdiff.metrics import volume_metrics
 from mrdiff.overrides import yaml_value
 from mrdiff.pipeline import MethodSpec, reconstruct_volume
@@ -88,16 +86,12 @@ def run_cell(info, row: Row, table, kind, accel, args, denoiser) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Print one line per (row, mask, acceleration); append JSON records with ``--json``."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", type=Path, default=Path("data/open-brain-128/val"), help="val split directory")
+    p = val_parser(__doc__, "random,poisson", "4,8")
     p.add_argument("--rows", default="ccdf,dds", help="comma-separated rows (see the module docstring)")
-    p.add_argument("--masks", default="random,poisson", help="comma-separated mask kinds")
-    p.add_argument("--accels", default="4,8", help="comma-separated accelerations")
     p.add_argument("--slices", type=int, default=6, help="central val slices evaluated")
     p.add_argument("--ks", default="1,2,4,8", help="sample counts scored (the largest is run)")
     p.add_argument("--batch", type=int, default=1, help="slices per batch")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    p.add_argument("--json", type=Path, default=None, help="append every record here (JSON lines)")
     args = p.parse_args(argv)
     args.ks = sorted(int(k) for k in args.ks.split(","))
     torch.set_num_threads(args.threads)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -12,6 +13,17 @@ from mrdiff.errors import InputError
 from mrdiff.io import VolumeInfo, center_crop, list_volumes, open_volume, read_slice
 from mrdiff.metrics import volume_metrics
 from mrdiff.pipeline import MaskSpec, central_slices
+
+
+def val_parser(doc: str, masks: str, accels: str) -> argparse.ArgumentParser:
+    """A parser with the options every `val` cell benchmark shares: ``--data``, ``--masks``,
+    ``--accels`` (defaults ``masks``, ``accels``) and ``--json``."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--data", type=Path, default=Path("data/open-brain-128/val"), help="val split directory")
+    p.add_argument("--masks", default=masks, help="comma-separated mask kinds")
+    p.add_argument("--accels", default=accels, help="comma-separated accelerations")
+    p.add_argument("--json", type=Path, default=None, help="append every record here (JSON lines)")
+    return p
 
 
 def val_volume(path) -> VolumeInfo:

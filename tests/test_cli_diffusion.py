@@ -189,6 +189,7 @@ def test_trials_average_auto_samples(multicoil_h5, monkeypatch, auto_samples, ex
     from mrdiff.tuning import Split
 
     seen, run_method = [], pipeline._run_method
+
     def counted(spec, *args, **kwargs):
         if spec.name == "ccdf":  # not its initialiser's run
             seen.append(spec.samples)
