@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.config import DEFAULT_PARAMS, method_config, read_params
-from benchmarks.tuning_common import eval_slices, mask_spec, run_cells, targets
+from benchmarks.tuning_common import eval_slices, mask_spec, one_line_errors, run_cells, targets
 from mrdiff.adapt import AdaptSpec
 from mrdiff.io import list_volumes, open_volume
 from mrdiff.metrics import volume_metrics
@@ -75,6 +75,7 @@ def run_cell(info, label, table, kind, accel, args, denoiser, cache) -> dict:
     }
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     """Print one line per (method, mask, acceleration)."""
     d = AdaptSpec()

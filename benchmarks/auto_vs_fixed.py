@@ -24,7 +24,16 @@ from dataclasses import replace
 import torch
 
 from benchmarks.config import DEFAULT_PARAMS, method_config, read_params
-from benchmarks.tuning_common import eval_slices, mask_spec, psnr, run_cells, targets, val_parser, val_volume
+from benchmarks.tuning_common import (
+    eval_slices,
+    mask_spec,
+    one_line_errors,
+    psnr,
+    run_cells,
+    targets,
+    val_parser,
+    val_volume,
+)
 from mrdiff.pipeline import (
     AutoSpec,
     MethodSpec,
@@ -92,6 +101,7 @@ def run_cell(info, label, table, kind, accel, args, den_fn, cache) -> dict:
     }
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     """Print one line per (method, mask, acceleration)."""
     p = val_parser(__doc__, "random,poisson", "4,8")

@@ -23,7 +23,16 @@ import torch
 
 from benchmarks.config import DEFAULT_PARAMS, method_config, read_params
 from benchmarks.posterior_k import parse_row
-from benchmarks.tuning_common import eval_slices, mask_spec, psnr, run_cells, targets, val_parser, val_volume
+from benchmarks.tuning_common import (
+    eval_slices,
+    mask_spec,
+    one_line_errors,
+    psnr,
+    run_cells,
+    targets,
+    val_parser,
+    val_volume,
+)
 from mrdiff.io import center_crop
 from mrdiff.operators import CartesianOperator
 from mrdiff.pipeline import MethodSpec, _batch, _run_method, make_generator, seed_for, volume_mask
@@ -70,6 +79,7 @@ def run_cell(info, label: str, kind: str, accel: float, args, denoiser) -> dict:
     }
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     """Print one line per (row, mask, acceleration); append JSON records with ``--json``."""
     p = val_parser(__doc__, "random", "4")

@@ -24,7 +24,15 @@ import numpy as np
 import torch
 
 from benchmarks.config import DEFAULT_PARAMS, method_config, read_params
-from benchmarks.tuning_common import eval_slices, mask_spec, run_cells, targets, val_parser, val_volume
+from benchmarks.tuning_common import (
+    eval_slices,
+    mask_spec,
+    one_line_errors,
+    run_cells,
+    targets,
+    val_parser,
+    val_volume,
+)
 from mrdiff.metrics import volume_metrics
 from mrdiff.overrides import yaml_value
 from mrdiff.pipeline import MethodSpec, reconstruct_volume
@@ -84,6 +92,7 @@ def run_cell(info, row: Row, table, kind, accel, args, denoiser) -> dict:
     }
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     """Print one line per (row, mask, acceleration); append JSON records with ``--json``."""
     p = val_parser(__doc__, "random,poisson", "4,8")

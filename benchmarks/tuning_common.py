@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,21 @@ from mrdiff.errors import InputError
 from mrdiff.io import VolumeInfo, center_crop, list_volumes, open_volume, read_slice
 from mrdiff.metrics import volume_metrics
 from mrdiff.pipeline import MaskSpec, central_slices
+
+
+def one_line_errors(main):
+    """Wrap a benchmark's ``main(argv)``: an :class:`InputError` (bad data path, the `test` split,
+    nothing to hold out, ...) prints one line on stderr and returns 2 instead of a traceback."""
+
+    @functools.wraps(main)
+    def wrapped(argv: list[str] | None = None) -> int:
+        try:
+            return main(argv)
+        except InputError as err:
+            print(f"{Path(main.__code__.co_filename).stem}: error: {err}", file=sys.stderr)
+            return 2
+
+    return wrapped
 
 
 def val_parser(doc: str, masks: str, accels: str) -> argparse.ArgumentParser:

@@ -210,3 +210,13 @@ def test_unmeasured_nmse_scores_only_the_missing_samples():
     k = CartesianOperator(torch.ones_like(mask), maps).A(x)
     assert np.allclose(unmeasured_nmse(x, k + 5 * mask * k, op), 0, atol=1e-6)  # measured part ignored
     assert np.allclose(unmeasured_nmse(x, 2 * k, op), 0.25, atol=1e-5)  # ||k - 2k||^2 / ||2k||^2
+
+
+def test_val_benchmarks_refuse_bad_data_in_one_line(tmp_path, capsys):
+    """A val benchmark given the test split (or nothing to read) exits 2 with one stderr line."""
+    from benchmarks.heldout_vs_unmeasured import main
+
+    (tmp_path / "test").mkdir()
+    assert main(["--data", str(tmp_path / "test"), "--rows", "cs-l1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("heldout_vs_unmeasured: error:")
