@@ -16,10 +16,10 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.tuning_common import one_line_errors
 from mrdiff.atomic import atomic_path
 from mrdiff.config import from_dict
 from mrdiff.data import SliceDataset, validation_batch
-from mrdiff.errors import InputError
 from mrdiff.priors import load_prior
 from mrdiff.training import VAL_SIGMAS, validation_losses
 
@@ -49,6 +49,7 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, compare, print the table."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -58,11 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=32, help="validation images (evenly spaced)")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = p.parse_args(argv)
-    try:
-        rows = compare(args.priors.split(","), Path(args.data), args.size, args.images)
-    except InputError as err:
-        print(f"prior_compare: error: {err}", file=sys.stderr)
-        return 2
+    rows = compare(args.priors.split(","), Path(args.data), args.size, args.images)
     print(table(rows))
     if args.json:
         with atomic_path(args.json) as tmp:

@@ -20,13 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from benchmarks.tuning_common import one_line_errors
 from mrdiff.atomic import atomic_path
 from mrdiff.baselines import BASELINES
 from mrdiff.consistency import REGISTRY
@@ -225,15 +225,6 @@ def _speed_batch(files, slices, accel, device):
     return y, CartesianOperator(mask.to(device), maps)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark; writes a JSON file and prints one line per row. Bad input: one line, exit 2."""
-    try:
-        return _run(argv)
-    except InputError as err:
-        print(f"recon_speed: error: {err}", file=sys.stderr)
-        return 2
-
-
 def _parser() -> argparse.ArgumentParser:
     """The command-line options."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -258,8 +249,9 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _run(argv: list[str] | None) -> int:
-    """The benchmark itself (``main`` turns its InputErrors into one line)."""
+@one_line_errors
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; writes a JSON file and prints one line per row. Bad input: one line, exit 2."""
     a = _parser().parse_args(argv)
     params, grid = _parse_params(a.set), _grid(a.grid)  # before any work: bad input fails first
     torch.set_num_threads(a.threads)

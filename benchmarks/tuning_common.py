@@ -1,4 +1,5 @@
-"""Helpers shared by the held-out k-space benchmarks (``heldout_rank.py``, ``auto_vs_fixed.py``)."""
+"""Helpers shared by the `val` benchmarks (``heldout_rank.py``, ``auto_vs_fixed.py``, ``posterior_k.py``,
+...), and ``one_line_errors`` for every benchmark entry point."""
 
 from __future__ import annotations
 
