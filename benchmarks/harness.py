@@ -83,6 +83,7 @@ def auto_settings(auto: AutoSpec) -> dict:
         "refine": auto.refine,
         # only when set, so that cells run before the option existed still resume
         **({} if auto.samples is None else {"samples": auto.samples}),
+        **({"pool": True} if auto.split.pool else {}),
     }
 
 
@@ -90,7 +91,7 @@ def auto_from_settings(d: dict) -> AutoSpec:
     """Inverse of :func:`auto_settings`."""
     t = d["tunable"]
     tunable = None if t is None else {k: None if v is None else tuple(v) for k, v in t.items()}
-    split = Split(d["fraction"], d["folds"], 0)
+    split = Split(d["fraction"], d["folds"], 0, d.get("pool", False))
     return AutoSpec(tunable, split, d["slices"], d["points"], d["refine"], d.get("samples"))
 
 

@@ -39,12 +39,22 @@ Run = Callable[[torch.Tensor, CartesianOperator, dict], torch.Tensor]
 
 @dataclass(frozen=True)
 class Split:
-    """How measured k-space is split: ``fraction`` of the non-centre samples held out per fold,
-    ``folds`` disjoint held-out sets, drawn from a generator seeded with ``seed``."""
+    """How measured k-space is split and scored.
+
+    ``fraction`` of the non-centre samples is held out per fold; ``folds`` disjoint held-out sets are
+    drawn from a generator seeded with ``seed`` (``folds=0``: as many as it takes to hold out every
+    eligible line/point once, :data:`COVER`). ``pool``: score the folds' energy-pooled error
+    ``sum_f ||M_f (A x_f - y)||^2 / sum_f ||M_f y||^2`` instead of the mean of per-fold ratios (see
+    :func:`split_score`)."""
 
     fraction: float = 0.1
     folds: int = 3
     seed: int = 0
+    pool: bool = False
+
+
+#: ``Split.folds`` value asking for folds that together hold out every eligible line/point once
+COVER = 0
 
 
 @dataclass(frozen=True)
@@ -54,7 +64,7 @@ class TuneResult:
     Attributes:
         params: the base parameters with the chosen values filled in (what to reconstruct with).
         chosen: only the tuned parameters and their chosen values.
-        error: mean held-out error of ``params`` over folds and items.
+        error: held-out score of ``params`` (:func:`split_score` of the split's folds).
         base_error: the same for the starting parameters (``nan`` if a start value was out of range).
         trials: reconstructions run (candidates x folds).
         seconds: wall time of the search.
@@ -112,14 +122,16 @@ def holdout_sets(mask: torch.Tensor, shape: tuple[int, int], split: Split) -> li
     """``split.folds`` disjoint held-out masks, each shaped like ``mask`` (``(W,)`` or ``(H, W)``).
 
     Line masks lose whole lines, 2-D masks single points; the fully sampled centre is never held out.
-    Each fold holds out ``max(1, round(fraction * n))`` of the ``n`` eligible lines/points, drawn by a
-    ``torch.Generator`` seeded with ``split.seed``, so the split is a function of its inputs only.
+    Each fold holds out ``take = max(1, round(fraction * n))`` of the ``n`` eligible lines/points, drawn
+    by a ``torch.Generator`` seeded with ``split.seed``, so the split is a function of its inputs only.
+    With ``split.folds == COVER`` a random permutation of all ``n`` is cut into ``n // take`` folds
+    (sizes differ by at most one), so every eligible line/point is held out exactly once.
 
     Raises:
         InputError: nothing outside the centre is measured, or too little for the folds asked.
     """
-    if not 0 < split.fraction < 1 or split.folds < 1:
-        raise InputError(f"held-out fraction must be in (0, 1) and folds >= 1, got {split}")
+    if not 0 < split.fraction < 1 or split.folds < 0:
+        raise InputError(f"held-out fraction must be in (0, 1) and folds >= 0, got {split}")
     m = _mask_2d(mask, shape)
     eligible = m & ~centre_region(m, shape)
     axis = _line_axis(m)
@@ -127,16 +139,18 @@ def holdout_sets(mask: torch.Tensor, shape: tuple[int, int], split: Split) -> li
     idx = torch.nonzero(units).flatten()
     n = idx.numel()
     take = max(1, round(split.fraction * n))
-    if n == 0 or take * split.folds > n:
+    folds = max(1, n // take) if split.folds == COVER else split.folds
+    if n == 0 or (split.folds != COVER and take * folds > n):
         raise InputError(
             f"nothing to hold out: {n} measured {'lines' if axis is not None else 'points'} outside the "
-            f"fully sampled centre, {split.folds} fold(s) of {take} needed"
+            f"fully sampled centre, {folds} fold(s) of {take} needed"
         )
     perm = idx[torch.randperm(n, generator=torch.Generator().manual_seed(split.seed))]
+    parts = perm.tensor_split(folds) if split.folds == COVER else perm[: take * folds].split(take)
     out = []
-    for k in range(split.folds):
+    for part in parts:
         chosen = torch.zeros_like(units)
-        chosen[perm[k * take : (k + 1) * take]] = True
+        chosen[part] = True
         held = chosen[None, :] if axis == 1 else chosen[:, None] if axis == 0 else chosen.reshape(shape)
         held = torch.broadcast_to(held, tuple(shape)) & m
         out.append(_like(held, mask))
@@ -149,10 +163,11 @@ def fit_operator(op: CartesianOperator, held: torch.Tensor) -> CartesianOperator
     return CartesianOperator(mask & ~held.to(mask.device).reshape(mask.shape), op.maps)
 
 
-def heldout_error(
+def heldout_parts(
     x: torch.Tensor, y: torch.Tensor, op: CartesianOperator, held: torch.Tensor
-) -> torch.Tensor:
-    """Normalised prediction error on held-out k-space, ``||M_ho (A x - y)||^2 / ||M_ho y||^2``, ``(B,)``.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Held-out prediction error energy and held-out energy, ``||M_ho (A x - y)||^2`` and
+    ``||M_ho y||^2``, each float64 ``(B,)``.
 
     Args:
         x: reconstruction ``(B, H, W)`` made without the held-out samples.
@@ -163,17 +178,50 @@ def heldout_error(
     ho = CartesianOperator(held.to(y.device), op.maps)
     y_ho = y * held.to(y.device)
     num = (ho.A(x.to(y.dtype)) - y_ho).flatten(1).norm(dim=1) ** 2
-    return (num / (y_ho.flatten(1).norm(dim=1) ** 2).clamp_min(1e-30)).float()
+    return num.double().cpu(), (y_ho.flatten(1).norm(dim=1) ** 2).double().cpu()
+
+
+def heldout_error(
+    x: torch.Tensor, y: torch.Tensor, op: CartesianOperator, held: torch.Tensor
+) -> torch.Tensor:
+    """Normalised prediction error on held-out k-space, ``||M_ho (A x - y)||^2 / ||M_ho y||^2``, ``(B,)``
+    (arguments as :func:`heldout_parts`)."""
+    num, den = heldout_parts(x, y, op, held)
+    return (num / den.clamp_min(1e-30)).float()
+
+
+def fold_parts(
+    run: Run, y: torch.Tensor, op: CartesianOperator, params: dict, sets: list
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`heldout_parts` of ``run`` with ``params`` reconstructed without each held-out set in
+    turn: error and held-out energies, each ``(folds, B)``."""
+    parts = []
+    for held in sets:
+        fit = fit_operator(op, held)
+        x = run(y * fit.mask.to(y.device), fit, dict(params))
+        parts.append(heldout_parts(x, y, op, held))
+    return torch.stack([p[0] for p in parts]), torch.stack([p[1] for p in parts])
 
 
 def fold_errors(run: Run, y: torch.Tensor, op: CartesianOperator, params: dict, sets: list) -> torch.Tensor:
     """Held-out error of ``run`` with ``params`` for every held-out set, ``(folds, B)``."""
-    errs = []
-    for held in sets:
-        fit = fit_operator(op, held)
-        x = run(y * fit.mask.to(y.device), fit, dict(params))
-        errs.append(heldout_error(x, y, op, held))
-    return torch.stack(errs)
+    num, den = fold_parts(run, y, op, params, sets)
+    return (num / den.clamp_min(1e-30)).float()
+
+
+def split_score(num: torch.Tensor, den: torch.Tensor, pool: bool) -> float:
+    """One number from :func:`fold_parts`, averaged over the batch items.
+
+    ``pool=False``: the mean over folds and items of the per-fold ratios ``num / den``. Each fold is
+    normalised by its own held-out energy, so a fold of high-frequency lines, where every method
+    scores near 1, weighs as much as one next to the centre. ``pool=True``: per item, the
+    energy-pooled ratio ``sum_f num / sum_f den``, which with folds covering every measured line is
+    the held-out error of a leave-fold-out prediction of *all* outer measurements, weighted as the
+    NMSE on unmeasured k-space weights them (K-fold CV error pooled over folds, as in Ward 2009).
+    """
+    if pool:
+        return float((num.sum(0) / den.sum(0).clamp_min(1e-30)).mean())
+    return float((num / den.clamp_min(1e-30)).mean())
 
 
 def check_tunable(declared: dict, request: dict | None, method: str = "method") -> dict:
@@ -276,8 +324,8 @@ def tune(
     Each parameter in turn (the others at their current best) is searched over a ``points``-value
     grid (a choice: all its values) plus its current value, then, for continuous scales, refined
     by ``refine`` golden-section steps between the best grid point's neighbours (in log space for
-    log scales). A candidate's score is the held-out error averaged over ``split.folds`` folds and
-    the batch items.
+    log scales). A candidate's score is its held-out error over the split's folds (mean of per-fold
+    ratios, or energy-pooled with ``split.pool``: :func:`split_score`), averaged over the batch items.
 
     A candidate replaces the current value only if its error is below ``max_error``. An error of 1
     is what predicting zero on the held-out samples scores, so a method at or above it has no skill
@@ -309,7 +357,7 @@ def tune(
     def score(params: dict) -> float:
         key = tuple(sorted(params.items()))
         if key not in cache:
-            cache[key] = float(fold_errors(run, y, op, params, sets).mean())
+            cache[key] = split_score(*fold_parts(run, y, op, params, sets), split.pool)
             if progress is not None:
                 progress({k: params[k] for k in tunable if k in params}, cache[key])
         return cache[key]

@@ -56,6 +56,7 @@ def test_heldout_error_ranks_zero_filled_last(capsys, tmp_path, multicoil_h5):
         (["--auto", "--method", "zf"], "no tunable"),
         (["--auto", "--auto-points", "1"], "--auto-points"),
         (["--auto", "--auto-samples", "0"], "--auto-samples"),
+        (["--auto", "--auto-folds", "0"], "--auto-folds"),
     ],
 )
 def test_bad_tuning_requests(capsys, tmp_path, multicoil_h5, extra, message):
@@ -99,5 +100,21 @@ def test_bench_auto_rows_record_their_choice(capsys, tmp_path, make_h5):
     assert len(tried) == row["auto"]["trials"] and all(set(e["tuning"]) == {"iters"} for e in tried)
     code, stdout, _ = run(capsys, *argv, "--auto", "--auto-folds", "1", "--auto-points", "3")
     assert code == 0 and json.loads(stdout)["skipped"] == 1  # same settings: reused
+    code, stdout, err = run(capsys, *argv, "--auto", "--auto-folds", "all", "--auto-score", "pooled")
+    assert code == 0 and json.loads(stdout)["skipped"] == 0, err  # new settings: run again
+    record = json.loads((out / "cells" / "sense+auto__random__2x__s0.json").read_text())
+    assert record["method"]["auto"]["folds"] == 0 and record["method"]["auto"]["pool"] is True
     code, _, err = run(capsys, *argv, "--tune", "lamda")
     assert code == 2 and "cannot tune lamda" in err
+
+
+def test_auto_summary_names_cover_folds_and_pooled_score():
+    from mrdiff.pipeline import AutoSpec
+    from mrdiff.tuning import COVER, Split, TuneResult
+    from recon.verbs.autotune import summary
+
+    result = TuneResult({"iters": 3}, {"iters": 3}, 0.1, 0.2, 18, 1.0)
+    row = summary(result, AutoSpec(split=Split(0.1, COVER, 0, pool=True)), [4])
+    assert row["folds"] == "all" and row["score"] == "pooled" and row["chosen"] == {"iters": 3}
+    plain = summary(result, AutoSpec(), [4])
+    assert plain["folds"] == 3 and plain["score"] == "mean"

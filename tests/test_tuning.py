@@ -12,14 +12,17 @@ from mrdiff.masks import make_mask
 from mrdiff.noise import complex_randn, make_generator
 from mrdiff.operators import CartesianOperator, conjugate_gradient
 from mrdiff.tuning import (
+    COVER,
     Split,
     centre_region,
     check_tunable,
     fit_operator,
+    fold_parts,
     golden_section,
     grid,
     heldout_error,
     holdout_sets,
+    split_score,
     tune,
 )
 from tests.conftest import coil_maps
@@ -47,6 +50,27 @@ def test_split_deterministic_disjoint_and_outside_centre(kind):
     assert int(total.max()) == 1, "folds are disjoint"
     other = holdout_sets(mask, SHAPE, Split(fraction=0.15, folds=3, seed=5))
     assert not all(torch.equal(a, b) for a, b in zip(sets, other))
+
+
+@pytest.mark.parametrize("kind", ["random", "poisson"])
+def test_cover_folds_hold_out_every_outer_sample_once(kind):
+    mask = make_mask(kind, SHAPE, 3, 0.125, "file.h5")
+    outer = torch.broadcast_to(mask, SHAPE) & ~centre_region(mask, SHAPE)
+    sets = holdout_sets(mask, SHAPE, Split(fraction=0.15, folds=COVER, seed=2))
+    total = sum(torch.broadcast_to(h, SHAPE).long() for h in sets)
+    assert torch.equal(total, outer.long()), "each measured outer line/point held out exactly once"
+    units = outer.any(0).sum() if kind == "random" else outer.sum()
+    take = round(0.15 * int(units))
+    assert len(sets) == int(units) // take
+    first = holdout_sets(mask, SHAPE, Split(fraction=0.15, folds=1, seed=2))[0]
+    assert first.sum() == take and (first & ~sets[0]).sum() <= 1  # same permutation, same start
+
+
+def test_pooled_score_weights_folds_by_their_energy():
+    num = torch.tensor([[0.5, 1.0], [9.0, 2.0]], dtype=torch.float64)  # (folds, items)
+    den = torch.tensor([[1.0, 4.0], [10.0, 2.0]], dtype=torch.float64)
+    assert split_score(num, den, pool=False) == pytest.approx((0.5 + 0.25 + 0.9 + 1.0) / 4)
+    assert split_score(num, den, pool=True) == pytest.approx((9.5 / 11 + 3.0 / 6) / 2)
 
 
 def test_line_masks_hold_out_whole_lines():
@@ -127,6 +151,17 @@ def test_tune_finds_the_wiener_lambda():
     assert abs(math.log10(res.chosen["lamda"] / 0.2)) < 0.15, res.table  # measured: 0.186
     assert res.error <= res.base_error and res.trials == len(calls) and res.params == res.chosen
     assert res.error < min(t["error"] for t in res.table if t["params"]["lamda"] in (1e-3, 10.0))
+
+
+def test_pooled_cover_tuning_scores_what_fold_parts_pools():
+    y, op = _tikhonov_problem(signal_var=1.0, noise_var=0.2)
+    split = Split(0.2, COVER, 0, pool=True)
+    res = tune(_tikhonov, y, op, {"lamda": (1e-2, 10.0, "log")}, split, {"lamda": 1e-2}, 5)
+    assert abs(math.log10(res.chosen["lamda"] / 0.2)) < 0.35, res.table
+    sets = holdout_sets(op.mask, SHAPE, split)
+    num, den = fold_parts(_tikhonov, y, op, res.params, sets)
+    assert res.error == pytest.approx(float((num.sum(0) / den.sum(0)).mean()), rel=1e-9)
+    assert res.trials == len(res.table) * len(sets) and len(sets) > 3
 
 
 def test_heldout_error_is_zero_for_the_truth_and_one_for_zero():

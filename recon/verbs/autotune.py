@@ -8,7 +8,7 @@ from pathlib import Path
 
 from mrdiff.errors import InputError
 from mrdiff.pipeline import AutoSpec
-from mrdiff.tuning import Split, TuneResult
+from mrdiff.tuning import COVER, Split, TuneResult
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -26,7 +26,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="tune only NAME (optionally over LO..HI instead of the method's range); implies --auto",
     )
     g.add_argument("--auto-slices", type=int, default=3, help="central slices tuned together (default 3)")
-    g.add_argument("--auto-folds", type=int, default=3, help="disjoint held-out folds (default 3)")
+    g.add_argument(
+        "--auto-folds",
+        default="3",
+        metavar="N|all",
+        help="disjoint held-out folds; 'all': enough to hold out every measured outer line/point once "
+        "(default 3)",
+    )
+    g.add_argument(
+        "--auto-score",
+        choices=("mean", "pooled"),
+        default="mean",
+        help="fold score: mean of per-fold errors, or pooled by held-out energy (default mean)",
+    )
     g.add_argument("--auto-points", type=int, default=7, help="grid points per parameter (default 7)")
     g.add_argument(
         "--auto-refine", type=int, default=0, help="golden-section steps after the grid (default 0)"
@@ -43,6 +55,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=0.1,
         help="fraction of the measured lines/points outside the centre held out per fold (default 0.1)",
     )
+
+
+def _folds(text: str) -> int:
+    """``--auto-folds``: a count >= 1, or 'all' (:data:`mrdiff.tuning.COVER`).
+
+    Raises:
+        InputError: anything else.
+    """
+    if text.strip().lower() == "all":
+        return COVER
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise InputError(f"--auto-folds must be a count >= 1 or 'all', got '{text}'")
+    return value
 
 
 def _range(item: str) -> tuple[str, tuple[float, float] | None]:
@@ -62,7 +91,7 @@ def heldout_split(args: argparse.Namespace) -> Split:
     """The held-out split the options ask for."""
     if not 0 < args.holdout_fraction < 1:
         raise InputError(f"--holdout-fraction must be in (0, 1), got {args.holdout_fraction}")
-    return Split(args.holdout_fraction, max(1, args.auto_folds), 0)
+    return Split(args.holdout_fraction, _folds(str(args.auto_folds)), 0, args.auto_score == "pooled")
 
 
 def auto_spec(args: argparse.Namespace) -> AutoSpec | None:
@@ -70,8 +99,8 @@ def auto_spec(args: argparse.Namespace) -> AutoSpec | None:
     if not (args.auto or args.tune):
         return None
     samples = args.auto_samples
-    if min(args.auto_slices, args.auto_folds, 1 if samples is None else samples) < 1:
-        raise InputError("--auto-slices, --auto-folds and --auto-samples must be >= 1")
+    if min(args.auto_slices, 1 if samples is None else samples) < 1:
+        raise InputError("--auto-slices and --auto-samples must be >= 1")
     if args.auto_points < 2 or args.auto_refine < 0:
         raise InputError("--auto-points must be >= 2 and --auto-refine >= 0")
     request = dict(_range(t) for t in args.tune) if args.tune else None
@@ -102,7 +131,8 @@ def summary(result: TuneResult, auto: AutoSpec, slices: list[int]) -> dict:
         "trials": result.trials,
         "seconds": round(result.seconds, 2),
         "slices": slices,
-        "folds": auto.split.folds,
+        "folds": "all" if auto.split.folds == COVER else auto.split.folds,
+        "score": "pooled" if auto.split.pool else "mean",
         "holdout_fraction": auto.split.fraction,
         "points": auto.points,
         "refine": auto.refine,
