@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.tuning_common import one_line_errors
+from benchmarks.tuning_common import one_line_errors, targets
 from mrdiff.atomic import atomic_path
 from mrdiff.baselines import BASELINES
 from mrdiff.consistency import REGISTRY
@@ -36,7 +36,7 @@ from mrdiff.metrics import volume_metrics
 from mrdiff.noise import make_generator, seed_for
 from mrdiff.operators import CartesianOperator
 from mrdiff.overrides import parse_set, split_set, yaml_value
-from mrdiff.pipeline import MaskSpec, _slice_inputs, volume_mask
+from mrdiff.pipeline import MaskSpec, _batch, _slice_inputs, volume_mask
 from mrdiff.reconstruct import SCALE_ITERS, estimate_scale, reconstruct
 from mrdiff.sampling import denoise
 from mrdiff.scaling import image_scale
@@ -156,11 +156,8 @@ def _volume_inputs(path, accel, slices, device, init_method):
     mid = info.shape[0] // 2
     idx = list(range(max(0, mid - slices // 2), min(info.shape[0], mid - slices // 2 + slices)))
     mask = volume_mask(info, MaskSpec("random", accel, 0.08))
-    parts = [_slice_inputs(info, i, mask) for i in idx]
-    y = torch.stack([p[0] for p in parts]).to(device)
-    maps = None if parts[0][1] is None else torch.stack([p[1] for p in parts]).to(device)
-    op = CartesianOperator(mask.to(device), maps)
-    target = np.stack([center_crop(p[2], info.recon_size).numpy() for p in parts])
+    y, op = _batch(info, idx, mask, device, None)
+    target = targets(info, idx)
     init = BASELINES[init_method](y, op) if init_method else None
     return y, op, target, info.recon_size, init, [seed_for(0, path.name, i) for i in idx]
 
@@ -219,10 +216,7 @@ def _speed_batch(files, slices, accel, device):
     """``slices`` slices of the first file with its retrospective mask, as (y, op)."""
     info = open_volume(files[0])
     mask = volume_mask(info, MaskSpec("random", accel, 0.08))
-    parts = [_slice_inputs(info, i, mask) for i in range(min(slices, info.shape[0]))]
-    y = torch.stack([p[0] for p in parts]).to(device)
-    maps = None if parts[0][1] is None else torch.stack([p[1] for p in parts]).to(device)
-    return y, CartesianOperator(mask.to(device), maps)
+    return _batch(info, list(range(min(slices, info.shape[0]))), mask, device, None)
 
 
 def _parser() -> argparse.ArgumentParser:
