@@ -95,21 +95,34 @@ class CartesianOperator:
         return CartesianOperator(mask, None if maps is None else maps.repeat_interleave(k, 0))
 
     def project_kspace(
-        self, k: torch.Tensor, y: torch.Tensor, lam: float = 1.0, region: torch.Tensor | None = None
+        self,
+        k: torch.Tensor,
+        y: torch.Tensor,
+        lam: float | torch.Tensor = 1.0,
+        region: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Data consistency in coil k-space: ``k + lam M_r (y - k)``, ``(B, C, H, W)``.
 
-        ``M_r`` is the mask, restricted to ``region`` (boolean, broadcastable) when one is given. With
-        ``lam = 1`` the measured samples are replaced by ``y`` exactly (bit for bit) and the step is
-        idempotent; ``lam < 1`` mixes the proposal with the measurement. Unmeasured samples are kept.
+        ``M_r`` is the mask, restricted to ``region`` (boolean, broadcastable) when one is given; ``lam``
+        is a number or one weight per batch item ``(B,)``. With ``lam = 1`` the measured samples are
+        replaced by ``y`` exactly (bit for bit) and the step is idempotent; ``lam < 1`` mixes the
+        proposal with the measurement. Unmeasured samples are kept.
         """
         m = self._mask_like(k)
         if region is not None:
             m = m & region.to(k.device)
-        return torch.where(m, y if lam == 1 else k + lam * (y - k), k)
+        if isinstance(lam, torch.Tensor):  # one weight per batch item
+            lam = lam.to(device=k.device, dtype=k.real.dtype).reshape(-1, 1, 1, 1)
+        elif lam == 1:
+            return torch.where(m, y, k)
+        return torch.where(m, k + lam * (y - k), k)
 
     def project(
-        self, x: torch.Tensor, y: torch.Tensor, lam: float = 1.0, region: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        lam: float | torch.Tensor = 1.0,
+        region: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Data-consistency step on an image: :meth:`project_kspace` on the coil k-space of ``x``, then
         coil-combine; complex ``(B, H, W)`` -> ``(B, H, W)``. Every consistency method uses it.

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 from mrdiff.consistency import REGISTRY
+from mrdiff.consistency.base import data_weight
 from mrdiff.errors import InputError
-from mrdiff.noise import make_generator
+from mrdiff.noise import complex_randn, kspace_noise_sigma, make_generator
 from mrdiff.operators import CartesianOperator
 from mrdiff.priors.gaussian import GaussianPrior
 from mrdiff.reconstruct import estimate_scale, reconstruct
 from mrdiff.sampling import reverse_loop
+from mrdiff.schedules import karras
 
 H = W = 16
 NFE = 12
@@ -153,3 +157,52 @@ def test_parameters_are_checked_and_coerced():
     assert m.params["cg_iters"] == 3 and m.eta == 0.5
     with pytest.raises(TypeError):
         m.params["eta"] = 1.0  # immutable after construction
+
+
+def test_kspace_noise_sigma_reads_the_measured_corners():
+    g = make_generator(1)
+    y = 0.3 * complex_randn((2, 4, 32, 32), g)
+    y[:, :, 12:20, 12:20] += 50.0  # signal at the centre is not counted
+    mask = torch.zeros(32, dtype=torch.bool)
+    mask[::2] = True
+    est = kspace_noise_sigma(y * mask)
+    assert torch.allclose(est, torch.full((2,), 0.3, dtype=est.dtype), rtol=0.1), est
+    centre_only = torch.zeros(32, dtype=torch.bool)
+    centre_only[8:24] = True
+    assert torch.equal(kspace_noise_sigma(y * centre_only), torch.zeros(2, dtype=est.dtype))
+
+
+def test_data_weight_sums_to_the_same_below_the_noise_whatever_the_schedule():
+    sigma_y = torch.tensor([0.0, 0.5])
+    assert data_weight(2.0, 1.0, sigma_y).tolist() == [1.0, 1.0]  # above the noise: replace
+    sums = []
+    for n in (20, 200, 2000):
+        s = karras(n, 0.002, 0.5).tolist()
+        sums.append(sum(float(data_weight(a, b, sigma_y[1:])) for a, b in zip(s[:-1], s[1:])))
+    assert max(sums) - min(sums) < 0.05 and abs(sums[-1] - math.log(2)) < 0.05, sums
+    y = torch.ones(2, 1, 4, 4, dtype=torch.complex64)
+    op = CartesianOperator(torch.ones(4, dtype=torch.bool))
+    k = op.project_kspace(torch.zeros_like(y), y, torch.tensor([1.0, 0.25]))
+    assert torch.allclose(k[:, 0, 0, 0].real, torch.tensor([1.0, 0.25]))  # one weight per item
+
+
+@pytest.mark.parametrize("name", ["pocs", "ccdf", "dds"])
+def test_noise_aware_data_step_does_not_fit_the_measurement_noise(name):
+    """Noisy 2-coil y and a long schedule (NFE 200). Replacing the measured k-space at every step
+    (``noise`` 0) makes the low-noise steps iterate towards the least-squares fit of the noise; with
+    ``noise`` 1 the sample mean stays near the exact posterior mean (measured relative errors, noise 0
+    / noise 1: POCS 2.3 / 0.03, CCDF 4.0 / 0.06, DDS 14.8 / 0.55)."""
+    prior, n, sigma_y = _prior(), 64, 0.3
+    op1 = CartesianOperator(_mask(), _maps(1))
+    x = prior.sample(1, make_generator(3)).to(torch.complex64)
+    y1 = op1.A(x) + sigma_y * complex_randn((1, 2, H, W), make_generator(5)) * _mask()
+    post = prior.posterior(y1, op1, sigma_y)[0][0]
+    op, y = CartesianOperator(_mask(), _maps(n)), y1.expand(n, -1, -1, -1).clone()
+    errors = []
+    for noise in (0.0, 1.0):
+        m = REGISTRY[name](noise=noise, **({"sigma_t0": 1.0} if name == "ccdf" else {}))
+        gens = _gens(n)
+        start, sig = m.prepare(y, op, m.schedule(200, prior.sigma_min, prior.sigma_max), gens, op.AH(y))
+        out, _ = reverse_loop(prior, start, sig, m, y, op, gens)
+        errors.append(float((out.mean(0) - post).abs().pow(2).mean() / post.abs().pow(2).mean()))
+    assert errors[1] < 0.2 * errors[0] and errors[1] < (0.1 if name != "dds" else 1.0), errors

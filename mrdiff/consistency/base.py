@@ -14,10 +14,14 @@ from types import MappingProxyType
 import torch
 
 from mrdiff.errors import InputError
+from mrdiff.noise import kspace_noise_sigma
 from mrdiff.sampling import SAMPLERS, Step, batch_noise
 from mrdiff.schedules import SCHEDULES, make, steps_for_nfe
 
 BASE_DEFAULTS = {"sampler": "ancestral", "eta": 1.0, "schedule": "karras", "rho": 7.0}
+#: ``noise``: the measurement noise the data step accounts for, as a multiple of the noise estimated
+#: from the k-space corners (0: measurements treated as noiseless); methods that impose data take it
+NOISE_DEFAULTS = {"noise": 0.0}
 
 
 def _coerce(name: str, value, default):
@@ -94,10 +98,54 @@ class Consistency:
     ) -> torch.Tensor:
         raise TypeError(f"{type(self).__name__} does not define a correction")
 
+    def measurement_noise(self, y: torch.Tensor) -> torch.Tensor | None:
+        """``noise`` times the thermal noise estimated from ``y``'s k-space corners ``(B,)``
+        (:func:`mrdiff.noise.kspace_noise_sigma`; ``y`` is on the prior's scale, so is the result), or
+        None with ``noise = 0`` (measurements treated as noiseless)."""
+        factor = self.params.get("noise", 0.0)
+        return None if factor == 0 else factor * kspace_noise_sigma(y)
 
-def noised_measurement(y, op, sigma: float, generators) -> torch.Tensor:
-    """``y + sigma A z``: the measurement of ``x0 + sigma z`` (``y`` at noise level sigma), ``(B,C,H,W)``."""
+    def replace_measured(self, step: Step, x, y, op, generators, lam: float = 1.0, region=None):
+        """POCS-style data consistency of the state ``x`` at ``step.sigma_next``: its measured k-space
+        (inside ``region``) moved ``lam`` of the way to ``y`` noised to that level. With a ``noise``
+        parameter > 0 the noise already in ``y`` is accounted for (:func:`noised_measurement`) and
+        ``lam`` is scaled by :func:`data_weight`."""
+        sigma_y = self.measurement_noise(y)
+        y_t = noised_measurement(y, op, step.sigma_next, generators, sigma_y)
+        if sigma_y is not None:
+            lam = lam * data_weight(step.sigma, step.sigma_next, sigma_y)
+        return op.project(x, y_t, lam, region)
+
+
+def noised_measurement(y, op, sigma: float, generators, sigma_y: torch.Tensor | None = None) -> torch.Tensor:
+    """``y + sigma A z``: the measurement of ``x0 + sigma z`` (``y`` at noise level sigma), ``(B,C,H,W)``.
+
+    With the measurement noise ``sigma_y`` ``(B,)`` the added noise is ``sqrt(max(sigma^2 - sigma_y^2,
+    0))``, so that ``y``'s own noise counts towards the level (none is added once ``sigma <= sigma_y``).
+    """
     if sigma == 0:
         return y
     like = torch.zeros(y.shape[:1] + y.shape[-2:], dtype=y.dtype, device=y.device)
-    return y + sigma * op.A(batch_noise(like, generators))
+    if sigma_y is None:
+        return y + sigma * op.A(batch_noise(like, generators))
+    add = (sigma**2 - sigma_y.double() ** 2).clamp_min(0).sqrt().to(y.real.dtype).reshape(-1, 1, 1)
+    return y + op.A(add * batch_noise(like, generators))
+
+
+def data_weight(sigma: float, sigma_next: float, sigma_y: torch.Tensor) -> torch.Tensor:
+    """Fraction of the way to the measurements for a step ``sigma -> sigma_next``, per item ``(B,)``.
+
+    1 while ``sigma_next >= sigma_y``: the state's measured k-space is replaced by ``y`` noised up to
+    the new level (:func:`noised_measurement`). Below the measurement noise ``y`` cannot be brought to
+    the level, and the step is a gradient step on the annealed likelihood ``N(y; A x, (sigma_y^2 +
+    sigma^2) I)`` of Jalal et al. (NeurIPS 2021, "Robust compressed sensing MRI with deep generative
+    priors") with the reverse-SDE step size ``sigma^2 - sigma_next^2``:
+    ``w = (sigma^2 - sigma_next^2) / (sigma^2 + sigma_y^2)``. These weights sum to about ``ln 2`` over
+    any schedule below ``sigma_y``, however many steps it has. Replacing at every step instead makes
+    the many low-noise steps of a long schedule, where the denoiser hardly changes its input, act as
+    Landweber iterations towards the unregularised least-squares fit of the noisy data (on `val` at
+    30 dB its PSNR is 17.6 dB, below zero-filled): CCDF and DDS got worse beyond NFE 50 and 20.
+    """
+    sy2 = sigma_y.double() ** 2
+    w = (sigma**2 - sigma_next**2) / (sigma**2 + sy2).clamp_min(1e-30)
+    return torch.where(sy2 <= sigma_next**2, torch.ones_like(sy2), w)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from mrdiff.consistency.base import Consistency
+import torch
+
+from mrdiff.consistency.base import NOISE_DEFAULTS, Consistency, data_weight
 from mrdiff.operators import conjugate_gradient
 
 
@@ -19,11 +21,33 @@ class DDS(Consistency):
 
     # K = 4 averaged samples: +0.12 to +0.61 dB on `val` at NFE 10 (benchmarks/results/posterior-k)
     default_samples = 4
-    defaults = {"sampler": "ddim", "eta": 1.0, "cg_iters": 3, "damping": 0.0}
+    defaults = {"sampler": "ddim", "eta": 1.0, "cg_iters": 3, "damping": 0.0, **NOISE_DEFAULTS}
     tunable = {"damping": (1e-3, 1.0, "log"), "cg_iters": (1, 10, "int")}
 
     def __call__(self, step, y, op, generators):
-        gamma = self.params["damping"]
+        gamma = self.damping(step, y)
         rhs = op.AH(y) + gamma * step.x0_hat
         x0 = conjugate_gradient(op.normal, rhs, x0=step.x0_hat, iters=self.params["cg_iters"], damping=gamma)
         return step.with_x0(x0)
+
+    def damping(self, step, y) -> float | torch.Tensor:
+        """``damping``, plus ``sigma_y^2 / sigma^2 + 1 / w - 1`` per item ``(B, 1, 1)`` with ``noise`` > 0
+        (``sigma_y`` the estimated measurement noise, ``w`` the step's
+        :func:`~mrdiff.consistency.base.data_weight`).
+
+        The first term makes the CG step the proximal step of DiffPIR (Zhu et al., CVPR 2023, Eq. 13,
+        ``rho_t = sigma_n^2 / sigma_t^2``): ``x0_hat``, uncertain by about ``sigma``, weighed against
+        measurements with noise ``sigma_y``. The second is 0 above the measurement noise; below it, it
+        limits the pull of each step to the annealed-likelihood step of the replacement methods, so
+        that the many low-noise steps of a long schedule, where the denoiser hardly changes its input,
+        do not add up to CG on the unregularised normal equations (which fits the noise). On a
+        16 x 16 Gaussian-prior problem with noisy 2-coil data the first term alone still drifted from
+        the exact posterior mean as the NFE grew (relative error 0.05 at NFE 20, 0.78 at NFE 200), and
+        the sum less (0.01, 0.55); without either, 3.2 and 14.8.
+        """
+        sigma_y = self.measurement_noise(y)
+        if sigma_y is None:
+            return self.params["damping"]
+        w = data_weight(step.sigma, step.sigma_next, sigma_y).clamp_min(1e-12)
+        extra = sigma_y.double() ** 2 / step.sigma**2 + 1 / w - 1
+        return self.params["damping"] + extra.to(y.real.dtype).reshape(-1, 1, 1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from mrdiff.consistency.base import Consistency, noised_measurement
+from mrdiff.consistency.base import NOISE_DEFAULTS, Consistency
 
 
 def lowpass_region(shape: tuple[int, int], factor: float, device=None) -> torch.Tensor:
@@ -26,10 +26,9 @@ class ILVR(Consistency):
     exact consistency is claimed, so high-frequency noise is not fitted.
     """
 
-    defaults = {"factor": 4.0}
+    defaults = {"factor": 4.0, **NOISE_DEFAULTS}
     tunable = {"factor": (1.0, 8.0, "log")}
 
     def __call__(self, step, y, op, generators):
         region = lowpass_region(tuple(y.shape[-2:]), self.params["factor"], y.device)
-        y_t = noised_measurement(y, op, step.sigma_next, generators)
-        return op.project(step.x_next, y_t, region=region)
+        return self.replace_measured(step, step.x_next, y, op, generators, region=region)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from mrdiff.consistency.base import Consistency, noised_measurement
+from mrdiff.consistency.base import NOISE_DEFAULTS, Consistency
 
 
 def residual_gradient(step, y, op) -> tuple[torch.Tensor, torch.Tensor]:
@@ -24,12 +24,11 @@ class MCG(Consistency):
     """
 
     needs_grad = True
-    defaults = {"zeta": 1.0, "lam": 1.0}
+    defaults = {"zeta": 1.0, "lam": 1.0, **NOISE_DEFAULTS}
     tunable = {"zeta": (0.1, 10.0, "log")}
 
     def __call__(self, step, y, op, generators):
         grad, r = residual_gradient(step, y, op)
         alpha = (self.params["zeta"] / r.clamp_min(1e-12)).reshape(-1, 1, 1)
         x = step.x_next.detach() - alpha * grad
-        y_t = noised_measurement(y, op, step.sigma_next, generators)
-        return op.project(x, y_t, self.params["lam"])
+        return self.replace_measured(step, x, y, op, generators, self.params["lam"])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mrdiff.consistency.base import Consistency, noised_measurement
+from mrdiff.consistency.base import NOISE_DEFAULTS, Consistency, data_weight
 
 
 class POCS(Consistency):
@@ -14,16 +14,19 @@ class POCS(Consistency):
     step is re-taken from it. The last step (sigma_next = 0) uses ``y`` itself, so with ``lam = 1``
     single-coil outputs are exactly consistent on the mask.
 
-    Measurement noise: ``y`` is enforced as measured (hard replacement keeps its noise); for noisy
-    data set ``lam`` < 1 to average the prior proposal with the measurement.
+    Measurement noise: with ``noise`` 0, ``y`` is enforced as measured (hard replacement keeps its
+    noise; ``lam`` < 1 averages the prior proposal with the measurement). With ``noise`` > 0 the
+    replacement accounts for the noise estimated in ``y`` (``Consistency.replace_measured``): it
+    weakens as ``sigma`` falls below it, so the last step is no longer exactly consistent.
     """
 
-    defaults = {"clean": False, "lam": 1.0}
+    defaults = {"clean": False, "lam": 1.0, **NOISE_DEFAULTS}
     tunable = {"lam": (0.5, 1.0, "linear")}
 
     def __call__(self, step, y, op, generators):
         lam = self.params["lam"]
         if self.params["clean"]:
+            sigma_y = self.measurement_noise(y)
+            lam = lam if sigma_y is None else lam * data_weight(step.sigma, step.sigma_next, sigma_y)
             return step.with_x0(op.project(step.x0_hat, y, lam))
-        y_t = noised_measurement(y, op, step.sigma_next, generators)
-        return op.project(step.x_next, y_t, lam)
+        return self.replace_measured(step, step.x_next, y, op, generators, lam)
