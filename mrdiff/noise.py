@@ -49,30 +49,34 @@ def complex_randn(
 
 #: MAD of a standard normal: sigma = median(|v|) / MAD_NORMAL for zero-mean Gaussian v
 MAD_NORMAL = 0.6745
-#: the k-space periphery used to estimate thermal noise: the corner blocks outside the central
-#: ``1 - 2 * NOISE_EDGE`` of both axes (MR images put little energy there; what signal is left only
-#: biases the estimate up, i.e. towards trusting the measurements less)
-NOISE_EDGE = 0.125
+#: share of the measured k-space positions, farthest from the centre, used to estimate thermal noise
+NOISE_FRACTION = 0.05
 
 
-def kspace_noise_sigma(y: torch.Tensor, edge: float = NOISE_EDGE) -> torch.Tensor:
+def kspace_noise_sigma(y: torch.Tensor, fraction: float = NOISE_FRACTION) -> torch.Tensor:
     """Thermal noise per real component of masked k-space ``y`` ``(B, C, H, W)``, per item ``(B,)``.
 
-    The median absolute value of the real and imaginary parts of the *measured* (non-zero) samples in
-    the four corner blocks of width ``edge * H`` by ``edge * W``, over all coils, divided by
-    :data:`MAD_NORMAL` (the robust MAD estimator of Donoho & Johnstone, Biometrika 81:425, 1994, applied
-    to the k-space periphery, which holds mostly noise). With an orthonormal FFT and coil maps with
-    ``S^H S = 1`` this is also the noise of the coil-combined image. An item with no measured sample in
-    the corners gets 0 (treated as noiseless).
+    The median absolute value of the real and imaginary parts, over all coils, of the measured
+    (non-zero) positions in the outermost ``fraction`` by elliptical radius
+    ``sqrt((ky / (H/2))^2 + (kx / (W/2))^2)``, divided by :data:`MAD_NORMAL`: the robust MAD estimator
+    of Donoho & Johnstone (Biometrika 81:425, 1994) applied to the k-space periphery, which MR images
+    leave mostly to noise. Taking the outermost *measured* positions serves line masks (their
+    corners) and variable-density 2-D masks (the edge of their support) alike. Signal left there
+    biases the estimate up (on `val`: within 5 % of the true sigma at 30 dB for random, equispaced and
+    Poisson masks; 1.2x at 45 dB with line masks, 1.7x with Poisson). With an orthonormal FFT and coil
+    maps with ``S^H S = 1`` this is also the noise of the coil-combined image. An item with nothing
+    measured gets 0 (treated as noiseless).
     """
     H, W = y.shape[-2:]
-    h, w = max(1, int(round(edge * H))), max(1, int(round(edge * W)))
-    rows = torch.cat([torch.arange(h), torch.arange(H - h, H)]).to(y.device)
-    cols = torch.cat([torch.arange(w), torch.arange(W - w, W)]).to(y.device)
-    corners = y[..., rows[:, None], cols[None, :]].reshape(y.shape[0], -1)
+    ky = ((torch.arange(H, device=y.device) - H // 2).double() / (H / 2))[:, None]
+    kx = ((torch.arange(W, device=y.device) - W // 2).double() / (W / 2))[None, :]
+    radius = (ky**2 + kx**2).sqrt().expand(H, W)
     out = torch.zeros(y.shape[0], dtype=torch.float64)
-    for b, item in enumerate(corners):
-        v = item[item != 0]
-        if v.numel():
-            out[b] = float(torch.cat([v.real, v.imag]).abs().median()) / MAD_NORMAL
+    for b, item in enumerate(y):
+        measured = (item != 0).any(0)
+        if not bool(measured.any()):
+            continue
+        outer = measured & (radius >= torch.quantile(radius[measured], 1 - fraction))
+        v = item[:, outer]
+        out[b] = float(torch.cat([v.real, v.imag]).abs().median()) / MAD_NORMAL
     return out.to(y.device)

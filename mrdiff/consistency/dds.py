@@ -43,7 +43,8 @@ class DDS(Consistency):
         do not add up to CG on the unregularised normal equations (which fits the noise). On a
         16 x 16 Gaussian-prior problem with noisy 2-coil data the first term alone still drifted from
         the exact posterior mean as the NFE grew (relative error 0.05 at NFE 20, 0.78 at NFE 200), and
-        the sum less (0.01, 0.55); without either, 3.2 and 14.8.
+        the sum less (0.01, 0.55, with sigma_y overestimated 1.5x; 0.05, 0.80 estimated at 1.2x); without
+        either, 3.2 and 14.8. Some drift remains.
         """
         sigma_y = self.measurement_noise(y)
         if sigma_y is None:
