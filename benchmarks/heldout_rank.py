@@ -11,8 +11,8 @@ of the folds that together hold out every measured line/point outside the centre
 - ``pooled``: all folds pooled by held-out energy (``--auto-folds all --auto-score pooled``).
 
 Printed per mask and score: Spearman rho against true NMSE over all (configuration, slice) pairs, its
-mean over slices, rho of the per-configuration means, and the PSNR given up by picking the configuration with the lowest
-score instead of the best one.
+mean over slices, rho of the per-configuration means, and the PSNR given up by picking the
+configuration with the lowest score instead of the best one.
 
 Usage (val only; ~10 min for the classical rows on one CPU thread, ~2 min per diffusion row)::
 
