@@ -158,6 +158,9 @@ def test_parameters_are_checked_and_coerced():
     assert m.params["cg_iters"] == 3 and m.eta == 0.5
     with pytest.raises(TypeError):
         m.params["eta"] = 1.0  # immutable after construction
+    with pytest.raises(InputError, match="noise must be >= 0"):
+        REGISTRY["ccdf"](noise=-1)
+    assert REGISTRY["pocs"](noise="2").params["noise"] == 2.0 and "noise" not in REGISTRY["dps"]().params
 
 
 @pytest.mark.parametrize("kind", ["random", "poisson"])

@@ -61,6 +61,10 @@ class Consistency:
             raise InputError(
                 f"{self.name}: sampler must be one of {', '.join(SAMPLERS)}, got {merged['sampler']}"
             )
+        if merged.get("noise", 0.0) < 0:
+            raise InputError(
+                f"{self.name}: noise must be >= 0 (a multiple of the estimated noise), got {merged['noise']}"
+            )
         self.params = MappingProxyType(merged)
 
     @property
