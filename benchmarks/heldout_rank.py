@@ -33,7 +33,7 @@ import torch
 from benchmarks.tuning_common import eval_slices, mask_spec, psnr, slice_nmse, spearman, targets, val_volume
 from mrdiff.io import center_crop
 from mrdiff.pipeline import MethodSpec, _batch, _runner, volume_mask
-from mrdiff.tuning import COVER, Split, fold_parts, holdout_sets
+from mrdiff.tuning import COVER, Split, fold_parts, holdout_sets, pooled_error
 
 CLASSICAL = [
     ("zf", {}),
@@ -75,7 +75,7 @@ def scores(num: torch.Tensor, den: torch.Tensor) -> dict:
         "first": ratio[0],
         "mean3": ratio[:3].mean(0),
         "mean": ratio.mean(0),
-        "pooled": (num.sum(0) / den.sum(0).clamp_min(1e-30)).numpy(),
+        "pooled": pooled_error(num, den).numpy(),
     }
 
 

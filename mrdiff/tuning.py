@@ -209,6 +209,12 @@ def fold_errors(run: Run, y: torch.Tensor, op: CartesianOperator, params: dict, 
     return (num / den.clamp_min(1e-30)).float()
 
 
+def pooled_error(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """Per item, the folds' held-out error pooled by energy, ``sum_f num / sum_f den`` ``(B,)``, from
+    :func:`fold_parts` ``(folds, B)``."""
+    return num.sum(0) / den.sum(0).clamp_min(1e-30)
+
+
 def split_score(num: torch.Tensor, den: torch.Tensor, pool: bool) -> float:
     """One number from :func:`fold_parts`, averaged over the batch items.
 
@@ -220,7 +226,7 @@ def split_score(num: torch.Tensor, den: torch.Tensor, pool: bool) -> float:
     NMSE on unmeasured k-space weights them (K-fold CV error pooled over folds, as in Ward 2009).
     """
     if pool:
-        return float((num.sum(0) / den.sum(0).clamp_min(1e-30)).mean())
+        return float(pooled_error(num, den).mean())
     return float((num / den.clamp_min(1e-30)).mean())
 
 

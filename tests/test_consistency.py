@@ -209,3 +209,15 @@ def test_noise_aware_data_step_does_not_fit_the_measurement_noise(name):
         out, _ = reverse_loop(prior, start, sig, m, y, op, gens)
         errors.append(float((out.mean(0) - post).abs().pow(2).mean() / post.abs().pow(2).mean()))
     assert errors[1] < 0.1 * errors[0] and errors[1] < {"pocs": 0.1, "ccdf": 0.2, "dds": 1.0}[name], errors
+
+
+@pytest.mark.parametrize("name", ["pocs", "dds"])
+def test_noise_is_estimated_once_per_reconstruction(name, monkeypatch):
+    import mrdiff.consistency.base as base
+
+    calls = []
+    estimate = base.kspace_noise_sigma
+    monkeypatch.setattr(base, "kspace_noise_sigma", lambda y: calls.append(1) or estimate(y))
+    prior, op, y, _ = _problem(True)
+    res = reconstruct(y, op, name, prior, nfe=8, generators=_gens(2), params={"noise": 1.0})
+    assert len(calls) == 1 and res.nfe == 8 and torch.isfinite(res.mean).all()

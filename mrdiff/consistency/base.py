@@ -1,9 +1,10 @@
 """Shared machinery of the measurement-consistency methods (one method per module).
 
-A method is immutable after construction. The loop (``mrdiff.sampling.reverse_loop``) reads
-``needs_grad``, ``sampler`` and ``eta``; ``schedule`` maps an NFE budget to sigmas; ``prepare`` gives
-the start point (and may change the schedule, e.g. CCDF's truncation); ``__call__`` turns a prior
-:class:`~mrdiff.sampling.Step` into the corrected next state.
+A method's parameters are immutable after construction (it only memoises the noise estimate of the
+measurement it is given, :meth:`Consistency.measurement_noise`). The loop
+(``mrdiff.sampling.reverse_loop``) reads ``needs_grad``, ``sampler`` and ``eta``; ``schedule`` maps an
+NFE budget to sigmas; ``prepare`` gives the start point (and may change the schedule, e.g. CCDF's
+truncation); ``__call__`` turns a prior :class:`~mrdiff.sampling.Step` into the corrected next state.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from mrdiff.schedules import SCHEDULES, make, steps_for_nfe
 
 BASE_DEFAULTS = {"sampler": "ancestral", "eta": 1.0, "schedule": "karras", "rho": 7.0}
 #: ``noise``: the measurement noise the data step accounts for, as a multiple of the noise estimated
-#: from the k-space corners (0: measurements treated as noiseless); methods that impose data take it
+#: from the outermost measured k-space (0: measurements treated as noiseless); methods that impose data
+#: take it
 NOISE_DEFAULTS = {"noise": 0.0}
 
 
@@ -103,22 +105,31 @@ class Consistency:
         raise TypeError(f"{type(self).__name__} does not define a correction")
 
     def measurement_noise(self, y: torch.Tensor) -> torch.Tensor | None:
-        """``noise`` times the thermal noise estimated from ``y``'s k-space corners ``(B,)``
+        """``noise`` times the thermal noise estimated from ``y``'s outermost measured k-space ``(B,)``
         (:func:`mrdiff.noise.kspace_noise_sigma`; ``y`` is on the prior's scale, so is the result), or
-        None with ``noise = 0`` (measurements treated as noiseless)."""
+        None with ``noise = 0`` (measurements treated as noiseless). The loop passes the same ``y`` at
+        every step, so the estimate is computed once per ``y`` object and kept."""
         factor = self.params.get("noise", 0.0)
-        return None if factor == 0 else factor * kspace_noise_sigma(y)
+        if factor == 0:
+            return None
+        memo = self.__dict__.get("_noise_memo")
+        if memo is None or memo[0] is not y:
+            memo = self._noise_memo = (y, kspace_noise_sigma(y))
+        return factor * memo[1]
+
+    def step_weight(self, step: Step, y: torch.Tensor) -> float | torch.Tensor:
+        """How far this step moves towards the measurements: 1 with ``noise = 0``, else the
+        :func:`data_weight` of the step against :meth:`measurement_noise` ``(B,)``."""
+        sigma_y = self.measurement_noise(y)
+        return 1.0 if sigma_y is None else data_weight(step.sigma, step.sigma_next, sigma_y)
 
     def replace_measured(self, step: Step, x, y, op, generators, lam: float = 1.0, region=None):
         """POCS-style data consistency of the state ``x`` at ``step.sigma_next``: its measured k-space
         (inside ``region``) moved ``lam`` of the way to ``y`` noised to that level. With a ``noise``
         parameter > 0 the noise already in ``y`` is accounted for (:func:`noised_measurement`) and
         ``lam`` is scaled by :func:`data_weight`."""
-        sigma_y = self.measurement_noise(y)
-        y_t = noised_measurement(y, op, step.sigma_next, generators, sigma_y)
-        if sigma_y is not None:
-            lam = lam * data_weight(step.sigma, step.sigma_next, sigma_y)
-        return op.project(x, y_t, lam, region)
+        y_t = noised_measurement(y, op, step.sigma_next, generators, self.measurement_noise(y))
+        return op.project(x, y_t, lam * self.step_weight(step, y), region)
 
 
 def noised_measurement(y, op, sigma: float, generators, sigma_y: torch.Tensor | None = None) -> torch.Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from mrdiff.consistency.base import NOISE_DEFAULTS, Consistency, data_weight
+from mrdiff.consistency.base import NOISE_DEFAULTS, Consistency
 from mrdiff.operators import conjugate_gradient
 
 
@@ -49,6 +49,6 @@ class DDS(Consistency):
         sigma_y = self.measurement_noise(y)
         if sigma_y is None:
             return self.params["damping"]
-        w = data_weight(step.sigma, step.sigma_next, sigma_y).clamp_min(1e-12)
+        w = self.step_weight(step, y).clamp_min(1e-12)
         extra = sigma_y.double() ** 2 / step.sigma**2 + 1 / w - 1
         return self.params["damping"] + extra.to(y.real.dtype).reshape(-1, 1, 1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mrdiff.consistency.base import NOISE_DEFAULTS, Consistency, data_weight
+from mrdiff.consistency.base import NOISE_DEFAULTS, Consistency
 
 
 class POCS(Consistency):
@@ -26,7 +26,5 @@ class POCS(Consistency):
     def __call__(self, step, y, op, generators):
         lam = self.params["lam"]
         if self.params["clean"]:
-            sigma_y = self.measurement_noise(y)
-            lam = lam if sigma_y is None else lam * data_weight(step.sigma, step.sigma_next, sigma_y)
-            return step.with_x0(op.project(step.x0_hat, y, lam))
+            return step.with_x0(op.project(step.x0_hat, y, lam * self.step_weight(step, y)))
         return self.replace_measured(step, step.x_next, y, op, generators, lam)
