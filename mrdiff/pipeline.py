@@ -32,7 +32,16 @@ from mrdiff.noise import make_generator, seed_for
 from mrdiff.operators import CartesianOperator
 from mrdiff.overrides import method_params
 from mrdiff.priors.lora import AdaptedDenoiser, with_adapters
-from mrdiff.tuning import Split, TuneResult, check_tunable, fit_operator, fold_errors, holdout_sets, tune
+from mrdiff.tuning import (
+    Split,
+    TuneResult,
+    check_tunable,
+    fit_operator,
+    fold_parts,
+    holdout_sets,
+    slice_scores,
+    tune,
+)
 
 #: CCDF's initialiser when the user names none (``--set init=...`` chooses another)
 DEFAULT_INIT = "cs-l1"
@@ -488,9 +497,11 @@ def reconstruct_volume(
     ``maps_cache``: optional dict shared between calls so coil maps are estimated once per
     (file, slice, mask); see :func:`maps_key`.
 
-    ``heldout``: also reconstruct each slice once without the first held-out fold of this split and
-    record ``||M_ho (A x - y)||^2 / ||M_ho y||^2`` per slice (``heldout_error``; NaN when the mask
-    has nothing to hold out). It costs one more reconstruction per slice and needs no ground truth.
+    ``heldout``: also reconstruct each slice without each held-out fold of this split in turn and
+    record its held-out error per slice (``heldout_error``; NaN when the mask has nothing to hold out),
+    one fold's ``||M_ho (A x - y)||^2 / ||M_ho y||^2``, scored over the folds as ``--auto`` scores them
+    (:func:`mrdiff.tuning.slice_scores`). It costs one more reconstruction per slice and fold and needs
+    no ground truth.
 
     ``keep_samples``: also return the K posterior samples of diffusion methods, centre-cropped complex
     ``(S, K, h, w)`` (``samples``), e.g. to measure what averaging fewer of them would give.
@@ -504,12 +515,18 @@ def reconstruct_volume(
         check_prior_fits(spec.denoiser, info)
     mask = volume_mask(info, mask_spec)
     slices = list(range(info.shape[0])) if slices is None else slices
-    sets = _first_fold(mask, info, heldout)
+    sets = _heldout_sets(mask, info, heldout)
     outs, zfs, stds, res_all, ho_all, kept, nfe, t0 = [], [], [], [], [], [], 0, time.perf_counter()
     for start in range(0, len(slices), max(1, spec.batch)):
         idx = slices[start : start + max(1, spec.batch)]
         part = _batch_result(
-            spec, info, idx, mask, maps_cache, sets if heldout is not None else None, keep_samples
+            spec,
+            info,
+            idx,
+            mask,
+            maps_cache,
+            (sets, heldout.pool) if heldout is not None else None,
+            keep_samples,
         )
         nfe = part["nfe"]
         outs.append(part["mean"])
@@ -543,7 +560,7 @@ def _batch_result(
     idx: list[int],
     mask,
     maps_cache: dict | None,
-    sets: list | None,
+    heldout: tuple[list, bool] | None,
     keep_samples: bool = False,
 ) -> dict:
     """Reconstruct slices ``idx`` together; only the recon-size outputs leave this function, so the
@@ -552,8 +569,8 @@ def _batch_result(
 
     Returns:
         ``mean``, ``zf``, ``std`` (or None) float32 ``(B, h, w)``, ``residual`` ``(B,)``, ``heldout``
-        ``(B,)`` (None without ``sets``), ``nfe`` and, with ``keep_samples``, the complex samples
-        ``(B, K, h, w)`` (else None).
+        ``(B,)`` (None without ``heldout``, the held-out sets and whether to pool them), ``nfe`` and,
+        with ``keep_samples``, the complex samples ``(B, K, h, w)`` (else None).
     """
     y, op = _batch(info, idx, mask, spec.device, maps_cache)
     gens = [make_generator(seed_for(spec.seed, info.path.name, i), spec.device) for i in idx]
@@ -563,7 +580,7 @@ def _batch_result(
         "zf": _cropped(BASELINES["zf"](y, op).abs(), info),
         "std": None if out["std"] is None else _cropped(out["std"], info),
         "residual": op.residual(out["mean"].to(y.dtype), y).float().cpu(),
-        "heldout": None if sets is None else _heldout_scores(spec, info, idx, y, op, sets),
+        "heldout": None if heldout is None else _heldout_scores(spec, info, idx, y, op, *heldout),
         "nfe": out["nfe"],
         "samples": _cropped_samples(out, info) if keep_samples else None,
     }
@@ -582,18 +599,20 @@ def _cropped(x: torch.Tensor, info: VolumeInfo) -> torch.Tensor:
     return center_crop(x, info.recon_size).float().cpu().clone()
 
 
-def _first_fold(mask, info: VolumeInfo, split: Split | None) -> list:
-    """The first held-out set of ``split`` (empty when there is nothing to hold out or no split)."""
+def _heldout_sets(mask, info: VolumeInfo, split: Split | None) -> list:
+    """The held-out sets of ``split`` (empty when there is nothing to hold out or no split)."""
     if split is None:
         return []
     try:
-        return holdout_sets(mask, tuple(info.shape[2:]), replace(split, folds=1))
+        return holdout_sets(mask, tuple(info.shape[2:]), split)
     except InputError:
         return []
 
 
-def _heldout_scores(spec: MethodSpec, info: VolumeInfo, idx: list[int], y, op, sets: list) -> np.ndarray:
-    """Per-slice held-out error of ``spec`` (NaN without a held-out set), float ``(B,)``."""
+def _heldout_scores(
+    spec: MethodSpec, info: VolumeInfo, idx: list[int], y, op, sets: list, pool: bool
+) -> np.ndarray:
+    """Per-slice held-out error of ``spec`` over ``sets`` (NaN without a held-out set), float ``(B,)``."""
     if not sets:
         return np.full(len(idx), np.nan, np.float32)
-    return fold_errors(_runner(spec, info, idx), y, op, {}, sets)[0].cpu().numpy()
+    return slice_scores(*fold_parts(_runner(spec, info, idx), y, op, {}, sets), pool).float().cpu().numpy()

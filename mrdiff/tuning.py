@@ -8,7 +8,7 @@ held-out samples, ``||M_ho (A x - y)||^2 / ||M_ho y||^2``. This is K-fold cross-
 measurement prediction (Ward, "Compressed sensing with cross validation", IEEE Trans. Inf. Theory
 55:5773, 2009; the disjoint k-space split of SSDU, Yaman et al., MRM 84:3172, 2020). It needs no
 ground truth, so it both tunes parameters (:func:`tune`) and scores a finished reconstruction on a
-real scan (:func:`fold_errors`).
+real scan (:func:`fold_parts`, :func:`slice_scores`).
 
 ``run(y, op, params) -> x`` is any method: ``y`` ``(B, C, H, W)`` masked k-space, ``op`` a
 ``CartesianOperator``, ``params`` keyword parameters, ``x`` a complex ``(B, H, W)`` image on the
@@ -203,16 +203,18 @@ def fold_parts(
     return torch.stack([p[0] for p in parts]), torch.stack([p[1] for p in parts])
 
 
-def fold_errors(run: Run, y: torch.Tensor, op: CartesianOperator, params: dict, sets: list) -> torch.Tensor:
-    """Held-out error of ``run`` with ``params`` for every held-out set, ``(folds, B)``."""
-    num, den = fold_parts(run, y, op, params, sets)
-    return (num / den.clamp_min(1e-30)).float()
-
-
 def pooled_error(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     """Per item, the folds' held-out error pooled by energy, ``sum_f num / sum_f den`` ``(B,)``, from
     :func:`fold_parts` ``(folds, B)``."""
     return num.sum(0) / den.sum(0).clamp_min(1e-30)
+
+
+def slice_scores(num: torch.Tensor, den: torch.Tensor, pool: bool) -> torch.Tensor:
+    """Per item, the folds' held-out errors from :func:`fold_parts` ``(folds, B)`` as one score ``(B,)``:
+    the mean of the per-fold ratios, or with ``pool`` the energy-pooled ratio (see :func:`split_score`)."""
+    if pool:
+        return pooled_error(num, den)
+    return (num / den.clamp_min(1e-30)).mean(0)
 
 
 def split_score(num: torch.Tensor, den: torch.Tensor, pool: bool) -> float:
@@ -225,9 +227,7 @@ def split_score(num: torch.Tensor, den: torch.Tensor, pool: bool) -> float:
     the held-out error of a leave-fold-out prediction of *all* outer measurements, weighted as the
     NMSE on unmeasured k-space weights them (K-fold CV error pooled over folds, as in Ward 2009).
     """
-    if pool:
-        return float(pooled_error(num, den).mean())
-    return float((num / den.clamp_min(1e-30)).mean())
+    return float(slice_scores(num, den, pool).mean())
 
 
 def check_tunable(declared: dict, request: dict | None, method: str = "method") -> dict:

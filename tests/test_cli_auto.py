@@ -47,6 +47,37 @@ def test_heldout_error_ranks_zero_filled_last(capsys, tmp_path, multicoil_h5):
     assert errs["zf"] > 0.8 and errs["cs-l1"] < 0.85 * errs["zf"], errs
 
 
+@pytest.mark.parametrize("folds, score", [("1", "mean"), ("3", "mean"), ("3", "pooled")])
+def test_recorded_heldout_error_scores_every_fold(capsys, tmp_path, multicoil_h5, folds, score):
+    """``--heldout-folds N`` records, per slice, the mean of the N folds' errors (or with ``--auto-score
+    pooled`` their energy-pooled error), each fold reconstructed without its held-out lines."""
+    import mrdiff.pipeline as pipeline
+    from mrdiff.baselines import BASELINES
+    from mrdiff.io import open_volume
+    from mrdiff.tuning import Split, fold_parts, holdout_sets
+
+    out = tmp_path / "h.h5"
+    argv = ["recon", multicoil_h5, "--method", "cs-l1", "--out", out, *FLAGS, "--heldout-folds", folds]
+    code, _, err = run(capsys, *argv, "--auto-score", score)
+    assert code == 0, err
+    info = open_volume(multicoil_h5)
+    mask = pipeline.volume_mask(info, pipeline.MaskSpec("random", 2, 0.125))
+    y, op = pipeline._batch(info, [0, 1], mask, "cpu", {})
+    sets = holdout_sets(mask, tuple(y.shape[-2:]), Split(0.3, int(folds), 0))
+    num, den = fold_parts(lambda yf, fit, p: BASELINES["cs-l1"](yf, fit), y, op, {}, sets)
+    pooled, mean = (num.sum(0) / den.sum(0)).numpy(), (num / den).mean(0).numpy()
+    expected, other = (pooled, mean) if score == "pooled" else (mean, pooled)
+    assert folds == "1" or not np.allclose(other, expected, rtol=2e-3)  # the two scores are told apart
+    with h5py.File(out) as f:
+        np.testing.assert_allclose(f["heldout_error"][()], expected, rtol=2e-3)  # CS iterations in float32
+        assert json.loads(f.attrs["heldout"]) == {
+            "fraction": 0.3,
+            "folds": int(folds),
+            "score": score,
+            "seed": 0,
+        }
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
@@ -57,6 +88,7 @@ def test_heldout_error_ranks_zero_filled_last(capsys, tmp_path, multicoil_h5):
         (["--auto", "--auto-points", "1"], "--auto-points"),
         (["--auto", "--auto-samples", "0"], "--auto-samples"),
         (["--auto", "--auto-folds", "0"], "--auto-folds"),
+        (["--heldout-folds", "x"], "--heldout-folds"),
     ],
 )
 def test_bad_tuning_requests(capsys, tmp_path, multicoil_h5, extra, message):

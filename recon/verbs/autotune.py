@@ -57,8 +57,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _folds(text: str) -> int:
-    """``--auto-folds``: a count >= 1, or 'all' (:data:`mrdiff.tuning.COVER`).
+def _folds(text: str, option: str = "--auto-folds") -> int:
+    """A folds option's value: a count >= 1, or 'all' (:data:`mrdiff.tuning.COVER`).
 
     Raises:
         InputError: anything else.
@@ -70,7 +70,7 @@ def _folds(text: str) -> int:
     except ValueError:
         value = 0
     if value < 1:
-        raise InputError(f"--auto-folds must be a count >= 1 or 'all', got '{text}'")
+        raise InputError(f"{option} must be a count >= 1 or 'all', got '{text}'")
     return value
 
 
@@ -87,11 +87,23 @@ def _range(item: str) -> tuple[str, tuple[float, float] | None]:
         raise InputError(f"--tune expects NAME or NAME=LO:HI, got '{item}'") from None
 
 
-def heldout_split(args: argparse.Namespace) -> Split:
-    """The held-out split the options ask for."""
+def heldout_split(args: argparse.Namespace, option: str = "auto_folds") -> Split:
+    """The held-out split the options ask for, with the folds of ``option`` (``auto_folds``, or
+    recon's ``heldout_folds`` for its recorded error)."""
     if not 0 < args.holdout_fraction < 1:
         raise InputError(f"--holdout-fraction must be in (0, 1), got {args.holdout_fraction}")
-    return Split(args.holdout_fraction, _folds(str(args.auto_folds)), 0, args.auto_score == "pooled")
+    count = _folds(str(getattr(args, option)), "--" + option.replace("_", "-"))
+    return Split(args.holdout_fraction, count, 0, args.auto_score == "pooled")
+
+
+def split_attrs(split: Split) -> dict:
+    """A split as plain values (the output file's ``heldout`` attribute)."""
+    return {
+        "fraction": split.fraction,
+        "folds": "all" if split.folds == COVER else split.folds,
+        "score": "pooled" if split.pool else "mean",
+        "seed": split.seed,
+    }
 
 
 def auto_spec(args: argparse.Namespace) -> AutoSpec | None:
@@ -131,8 +143,8 @@ def summary(result: TuneResult, auto: AutoSpec, slices: list[int]) -> dict:
         "trials": result.trials,
         "seconds": round(result.seconds, 2),
         "slices": slices,
-        "folds": "all" if auto.split.folds == COVER else auto.split.folds,
-        "score": "pooled" if auto.split.pool else "mean",
+        "folds": split_attrs(auto.split)["folds"],
+        "score": split_attrs(auto.split)["score"],
         "holdout_fraction": auto.split.fraction,
         "points": auto.points,
         "refine": auto.refine,

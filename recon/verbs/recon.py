@@ -104,7 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-heldout",
         action="store_true",
         help="skip the held-out k-space error (a no-reference quality score that costs one more "
-        "reconstruction per slice)",
+        "reconstruction per slice and fold)",
+    )
+    p.add_argument(
+        "--heldout-folds",
+        default="1",
+        metavar="N|all",
+        help="held-out folds scored for the recorded error, by --auto-score (default 1: cheap but noisy; "
+        "3 or 'all' to rank methods on a real scan)",
     )
     autotune.add_arguments(p)
     add_adapt_arguments(p)
@@ -175,10 +182,9 @@ def _run_one(args, path: Path, out_path: Path, spec: MethodSpec, bar, auto, adap
     if adapt is not None:
         adapted, report["adapt"] = adapt_volume(info, spec, mask_spec, adapt, maps_cache, slices)
         spec = replace(spec, denoiser=adapted)
-    heldout = None if args.no_heldout else autotune.heldout_split(args)
     # read-only: the tuning slices' maps are reused, but the maps of every slice are not kept to the end
     maps = MappingProxyType(maps_cache)
-    result = reconstruct_volume(info, spec, mask_spec, slices, bar.update, maps, heldout)
+    result = reconstruct_volume(info, spec, mask_spec, slices, bar.update, maps, args.heldout)
     extras = {"residual": result.residual, "mask": result.mask.numpy(), "zero_filled": result.zero_filled}
     if result.std is not None:
         extras["std"] = result.std
@@ -187,7 +193,7 @@ def _run_one(args, path: Path, out_path: Path, spec: MethodSpec, bar, auto, adap
         extras["heldout_error"] = result.heldout_error
         mean = float(np.mean(result.heldout_error))
         report["heldout_error"] = attrs["heldout_error"] = None if np.isnan(mean) else round(mean, 6)
-        attrs["heldout"] = {"fraction": heldout.fraction, "fold": 0, "seed": heldout.seed}
+        report["heldout"] = autotune.split_attrs(args.heldout)
     attrs.update(report)
     if slices is not None:
         attrs["slices"] = slices  # `mrdiff eval` compares these target slices only
@@ -216,6 +222,7 @@ def _request(args) -> tuple[MethodSpec, object, object]:
         raise InputError("--nfe, --samples and --batch must be >= 1")
     params = method_params(args.method, _method_target(args.method), parse_sets(args.set))
     check_init(args.method, params)
+    args.heldout = None if args.no_heldout else autotune.heldout_split(args, "heldout_folds")
     device = pick_device(args.device)
     spec = MethodSpec(args.method, params, None, args.nfe, args.samples, args.seed, device, args.batch)
     return spec, autotune.auto_spec(args), adapt_spec(args)
@@ -310,8 +317,7 @@ def main(argv: list[str]) -> int:
     with sigterm_as_interrupt():
         reports = _run_all(pending, infos, args, spec, auto, adapt, keep_going, failed)
     summary = {"written": list(reports), "skipped": len(todo) - len(pending), "failed": failed}
-    heldout = None if args.no_heldout else autotune.heldout_split(args)
-    print(json.dumps({**summary, "files": reports} if heldout or auto or adapt else summary))
+    print(json.dumps({**summary, "files": reports} if args.heldout or auto or adapt else summary))
     return 1 if failed else 0
 
 
