@@ -118,27 +118,33 @@ REQUEST_KEYS = ("method", "params_set", "nfe_requested", "samples", "seed", "mas
 
 
 def request_of(
-    record: dict, slices: list[int] | None = None, tuned: bool = False, adapted: bool = False
+    record: dict,
+    slices: list[int] | None = None,
+    tuned: bool = False,
+    adapted: bool = False,
+    heldout: dict | None = None,
 ) -> dict:
     """The part of a :func:`run_record` that identifies the request: :data:`REQUEST_KEYS`, the prior's
-    sha256, the slice subset (None: all), whether parameters were tuned per volume (``--auto``) and
-    whether the prior was adapted to the volume (``--adapt``)."""
+    sha256, the slice subset (None: all), whether parameters were tuned per volume (``--auto``),
+    whether the prior was adapted to the volume (``--adapt``) and the held-out split its error was
+    scored on (None: not scored)."""
     out = {k: record.get(k) for k in REQUEST_KEYS}
     out["prior_sha256"] = (record.get("prior") or {}).get("sha256", "")
-    return json.loads(json.dumps({**out, "slices": slices, "auto": bool(tuned), "adapt": bool(adapted)}))
+    extra = {"slices": slices, "auto": bool(tuned), "adapt": bool(adapted), "heldout": heldout}
+    return json.loads(json.dumps({**out, **extra}))
 
 
 def _stored_request(path: str | Path) -> tuple[int | None, dict | None]:
     """``(slices in 'reconstruction' or None, the request recorded in the attributes or None)``."""
     with h5py.File(path, "r") as f:
         n = f["reconstruction"].shape[0] if "reconstruction" in f else None
-        attrs = {k: f.attrs[k] for k in (*REQUEST_KEYS, "prior", "slices") if k in f.attrs}
+        attrs = {k: f.attrs[k] for k in (*REQUEST_KEYS, "prior", "slices", "heldout") if k in f.attrs}
         tuned, adapted = "auto" in f.attrs, "adapt" in f.attrs
     if set(REQUEST_KEYS) - set(attrs):
         return n, None
     values = {k: v.item() if hasattr(v, "item") else v for k, v in attrs.items()}
     values = {k: json.loads(v) if isinstance(v, str) and v[:1] in "{[" else v for k, v in values.items()}
-    return n, request_of(values, values.get("slices"), tuned, adapted)
+    return n, request_of(values, values.get("slices"), tuned, adapted, values.get("heldout"))
 
 
 def mismatch(path: str | Path, request: dict, n_slices: int) -> str | None:

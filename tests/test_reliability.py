@@ -142,6 +142,23 @@ def test_resume_redoes_empty_foreign_and_other_request_outputs(make_h5, tmp_path
     assert code == 0 and json.loads(stdout.strip().splitlines()[-1])["skipped"] == 4
 
 
+def test_resume_redoes_an_output_scored_on_another_heldout_split(make_h5, tmp_path, capsys):
+    """The recorded held-out error is part of the request: ``--heldout-folds 3`` (or ``--no-heldout``)
+    does not skip an output whose error was scored on one fold; the same request is skipped."""
+    src = make_h5("a.h5", layout="multicoil")
+    out = tmp_path / "r.h5"
+    argv = ["recon", src, "--method", "zf", "--out", out, "--accel", "2", "--center-fraction", "0.125"]
+    assert _run(capsys, *argv)[0] == 0
+    code, stdout, err = _run(capsys, *argv, "--resume", "--heldout-folds", "3", "--holdout-fraction", "0.2")
+    assert code == 0 and json.loads(stdout.strip().splitlines()[-1])["skipped"] == 0 and "heldout" in err
+    with h5py.File(out) as f:
+        assert json.loads(f.attrs["heldout"])["folds"] == 3
+    code, stdout, _ = _run(capsys, *argv, "--resume", "--heldout-folds", "3", "--holdout-fraction", "0.2")
+    assert code == 0 and json.loads(stdout.strip().splitlines()[-1])["skipped"] == 1
+    code, stdout, _ = _run(capsys, *argv, "--resume", "--no-heldout")
+    assert code == 0 and json.loads(stdout.strip().splitlines()[-1])["skipped"] == 0
+
+
 def _info(H, W):
     return SimpleNamespace(path=Path("x.h5"), shape=(1, 1, H, W))
 

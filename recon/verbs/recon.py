@@ -273,6 +273,7 @@ def _unfinished(todo, infos: dict, args, spec: MethodSpec) -> list:
             _slices(args.slices, infos[f].shape[0]),
             autotune.auto_spec(args) is not None,
             adapt_spec(args) is not None,
+            autotune.split_attrs(args.heldout) if args.heldout else None,
         )
         reason = mismatch(o, request, _n_slices(args, infos[f]))
         if reason is not None:
