@@ -215,6 +215,25 @@ def test_no_skill_keeps_the_start_value():
     ).chosen["gain"] == pytest.approx(0.1)
 
 
+@pytest.mark.parametrize("weak, chosen", [(0.6, "a"), (1.0, "b")])
+def test_a_gain_within_one_standard_error_keeps_the_start(weak, chosen):
+    """One-standard-error rule: ``b`` (the Wiener estimate on items 0-1, scaled by ``weak`` on 2-3)
+    against the start ``a`` (scaled by 0.7 everywhere). With ``weak`` 0.6, ``b`` scores lower on
+    average but by less than the standard error of the paired differences, so ``a`` stays; with 1.0
+    it is better on every item and wins."""
+    y, op = _tikhonov_problem(signal_var=1.0, noise_var=0.2)
+    scale = {"a": torch.full((4,), 0.7), "b": torch.tensor([1.0, 1.0, weak, weak])}
+    run = lambda yf, fit, p: _tikhonov(yf, fit, {"lamda": 0.2}) * scale[p["est"]][:, None, None]  # noqa: E731
+    split = Split(0.2, 2, 0)
+    sets = holdout_sets(op.mask, SHAPE, split)
+    cells = {k: torch.div(*fold_parts(run, y, op, {"est": k}, sets)).flatten() for k in "ab"}
+    gap, diff = float(cells["a"].mean() - cells["b"].mean()), cells["b"] - cells["a"]
+    assert gap > 0  # the lowest mean error alone would pick b in both cases
+    assert (gap < float(diff.std()) / math.sqrt(diff.numel())) == (chosen == "a")
+    res = tune(run, y, op, check_tunable({"est": (("a", "b"), "choice")}, None), split, {"est": "a"}, 2)
+    assert res.chosen == {"est": chosen}, res.table
+
+
 def test_a_choice_is_searched_over_all_its_values_and_takes_no_range():
     """A discrete ``choice`` (CCDF's initialiser) is scored value by value, and the best one wins
     whatever the start; a range for it is a one-line error."""
