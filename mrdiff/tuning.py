@@ -333,15 +333,16 @@ def tune(
     log scales). A candidate's score is its held-out error over the split's folds (mean of per-fold
     ratios, or energy-pooled with ``split.pool``: :func:`split_score`), averaged over the batch items.
 
-    A candidate replaces the current value only if its error is below ``max_error`` and below the
-    current value's by more than one standard error of their paired difference over the (fold, item)
-    cells (:func:`_beats`). An error of 1 is what predicting zero on the held-out samples scores, so a
-    method at or above it has no skill there and its ranking of parameters is noise. On `val` this
-    happened with DDS at random 8x: every candidate scored 1.04-1.1, and the lowest of them lost 2.7 dB.
-    The standard-error margin is the one-standard-error rule of cross-validation (Breiman et al.,
-    CART, 1984; Hastie, Tibshirani & Friedman, ESL 2nd ed., Sec. 7.10), with the start value in the
-    place of the simplest model: on `test` at equispaced 8x every CS-L1 candidate scored 0.99-1.18,
-    and without the margin lambda 1e-4 (0.986 against the default's 0.999) lost 3.6 dB.
+    A candidate replaces the current value only if it beats both by more than one standard error
+    over the (fold, item) cells: ``max_error`` (its own cells' standard error) and the current value's
+    error (the standard error of their paired difference). An error of 1 is what predicting zero on
+    the held-out samples scores, so a method at or near it has no skill there and its ranking of
+    parameters is noise. On `val` this happened with DDS at random 8x: every candidate scored
+    1.04-1.1, and the lowest of them lost 2.7 dB. On `test` at equispaced 8x (one held-out line per
+    fold) every CS-L1 candidate scored 0.99-1.18, and lambda 1e-4 (0.986, against the default's
+    0.999, by more than the paired standard error) lost 3.6 dB. The margins are the
+    one-standard-error rule of cross-validation (Breiman et al., CART, 1984; Hastie, Tibshirani &
+    Friedman, ESL 2nd ed., Sec. 7.10), with the start value in the place of the simplest model.
 
     Args:
         run: ``run(y, op, params) -> x`` (see the module docstring).
@@ -377,8 +378,9 @@ def tune(
         return cache[key]
 
     def beats(new: dict, old: dict) -> bool:
-        gap = score(old) - score(new)
-        return gap > _standard_error(cells[tuple(sorted(new.items()))] - cells[tuple(sorted(old.items()))])
+        gap, skill = score(old) - score(new), max_error - score(new)  # scores first: they fill `cells`
+        mine, theirs = cells[tuple(sorted(new.items()))], cells[tuple(sorted(old.items()))]
+        return skill > _standard_error(mine) and gap > _standard_error(mine - theirs)
 
     current = dict(base or {})
     start = {k: current[k] for k in tunable if current.get(k) is not None}
@@ -392,7 +394,7 @@ def tune(
         if refine > 0 and scale in ("log", "linear"):
             best = _refine(score, current, name, sorted(values), best, scale, refine)
         trial = {**current, name: best}
-        if current.get(name) is None or (score(trial) < max_error and beats(trial, current)):
+        if current.get(name) is None or beats(trial, current):
             current[name] = best
     table = [{"params": dict(k), "error": e} for k, e in cache.items()]
     return TuneResult(

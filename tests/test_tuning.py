@@ -234,6 +234,26 @@ def test_a_gain_within_one_standard_error_keeps_the_start(weak, chosen):
     assert res.chosen == {"est": chosen}, res.table
 
 
+@pytest.mark.parametrize("max_error, chosen", [(1.0, "a"), (2.0, "b")])
+def test_skill_must_exceed_one_standard_error(max_error, chosen):
+    """``b`` (the Wiener estimate on item 0, -0.3 times it on item 1, zero on items 2-3) scores just
+    below 1 on average, with a spread far larger than that margin: no skill shown, so the start ``a``
+    (-0.5 times the Wiener estimate, worse everywhere) stays, although ``b`` beats it by many paired
+    standard errors. Against a ``max_error`` of 2 its skill is clear, and it wins."""
+    y, op = _tikhonov_problem(signal_var=1.0, noise_var=0.2)
+    scale = {"a": torch.full((4,), -0.5), "b": torch.tensor([1.0, -0.3, 0.0, 0.0])}
+    run = lambda yf, fit, p: _tikhonov(yf, fit, {"lamda": 0.2}) * scale[p["est"]][:, None, None]  # noqa: E731
+    split = Split(0.2, 2, 0)
+    sets = holdout_sets(op.mask, SHAPE, split)
+    cells = {k: torch.div(*fold_parts(run, y, op, {"est": k}, sets)).flatten() for k in "ab"}
+    se = lambda d: float(d.std()) / math.sqrt(d.numel())  # noqa: E731
+    assert 1 - se(cells["b"]) < float(cells["b"].mean()) < 1  # below 1, within one standard error of it
+    assert float((cells["a"] - cells["b"]).mean()) > se(cells["b"] - cells["a"])
+    declared = check_tunable({"est": (("a", "b"), "choice")}, None)
+    res = tune(run, y, op, declared, split, {"est": "a"}, 2, max_error=max_error)
+    assert res.chosen == {"est": chosen}, res.table
+
+
 def test_a_choice_is_searched_over_all_its_values_and_takes_no_range():
     """A discrete ``choice`` (CCDF's initialiser) is scored value by value, and the best one wins
     whatever the start; a range for it is a one-line error."""
