@@ -338,11 +338,11 @@ def tune(
     error (the standard error of their paired difference). An error of 1 is what predicting zero on
     the held-out samples scores, so a method at or near it has no skill there and its ranking of
     parameters is noise. On `val` this happened with DDS at random 8x: every candidate scored
-    1.04-1.1, and the lowest of them lost 2.7 dB. On `test` at equispaced 8x (one held-out line per
-    fold) every CS-L1 candidate scored 0.99-1.18, and lambda 1e-4 (0.986, against the default's
-    0.999, by more than the paired standard error) lost 3.6 dB. The margins are the
-    one-standard-error rule of cross-validation (Breiman et al., CART, 1984; Hastie, Tibshirani &
-    Friedman, ESL 2nd ed., Sec. 7.10), with the start value in the place of the simplest model.
+    1.04-1.1, and the lowest of them lost 2.7 dB. The margins are the one-standard-error rule of
+    cross-validation (Breiman et al., CART, 1984; Hastie, Tibshirani & Friedman, ESL 2nd ed.,
+    Sec. 7.10), with the start value in the place of the simplest model. They do not catch a
+    consistent but meaningless edge: on `test` at equispaced 8x (one held-out line per fold) CS-L1's
+    lambda 1e-4 scored 0.986 against the default's 0.999 in a tight spread and lost 3.6 dB.
 
     Args:
         run: ``run(y, op, params) -> x`` (see the module docstring).
