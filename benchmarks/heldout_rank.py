@@ -33,7 +33,7 @@ import torch
 from benchmarks.tuning_common import eval_slices, mask_spec, psnr, slice_nmse, spearman, targets, val_volume
 from mrdiff.io import center_crop
 from mrdiff.pipeline import MethodSpec, _batch, _runner, volume_mask
-from mrdiff.tuning import COVER, Split, fold_parts, holdout_sets, pooled_error
+from mrdiff.tuning import COVER, Split, fold_parts, fold_ratios, holdout_sets, pooled_error
 
 CLASSICAL = [
     ("zf", {}),
@@ -70,7 +70,7 @@ def rows(args) -> list[tuple[str, dict, int]]:
 
 def scores(num: torch.Tensor, den: torch.Tensor) -> dict:
     """Per-slice no-reference scores (:data:`SCORES`) from cover-fold parts ``(folds, B)``."""
-    ratio = (num / den.clamp_min(1e-30)).numpy()
+    ratio = fold_ratios(num, den).numpy()
     return {
         "first": ratio[0],
         "mean3": ratio[:3].mean(0),

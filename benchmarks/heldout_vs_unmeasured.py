@@ -38,7 +38,7 @@ from benchmarks.tuning_common import (
 from mrdiff.io import center_crop, read_slice
 from mrdiff.operators import CartesianOperator
 from mrdiff.pipeline import MethodSpec, _batch, _runner, volume_mask
-from mrdiff.tuning import Split, fold_parts, holdout_sets, pooled_error
+from mrdiff.tuning import Split, fold_parts, fold_ratios, holdout_sets, pooled_error
 
 
 def unmeasured_nmse(x: torch.Tensor, kspace: torch.Tensor, op: CartesianOperator) -> np.ndarray:
@@ -61,7 +61,7 @@ def run_cell(info, label: str, kind: str, accel: float, args, denoiser) -> dict:
     run = _runner(spec, info, idx)  # what --auto runs: per-slice seeds, each start computed once per fold
     sets = holdout_sets(mask, tuple(y.shape[-2:]), Split(args.fraction, args.folds, 0))
     num, den = fold_parts(run, y, op, {}, sets)  # (folds, B) each
-    held, pooled = (num / den.clamp_min(1e-30)).numpy(), pooled_error(num, den).numpy()
+    held, pooled = fold_ratios(num, den).numpy(), pooled_error(num, den).numpy()
     x = run(y, op, {})
     kspace = torch.stack([read_slice(info, i).kspace for i in idx])
     magnitude = np.abs(center_crop(x, info.recon_size).numpy())

@@ -186,8 +186,7 @@ def heldout_error(
 ) -> torch.Tensor:
     """Normalised prediction error on held-out k-space, ``||M_ho (A x - y)||^2 / ||M_ho y||^2``, ``(B,)``
     (arguments as :func:`heldout_parts`)."""
-    num, den = heldout_parts(x, y, op, held)
-    return (num / den.clamp_min(1e-30)).float()
+    return fold_ratios(*heldout_parts(x, y, op, held)).float()
 
 
 def fold_parts(
@@ -203,6 +202,12 @@ def fold_parts(
     return torch.stack([p[0] for p in parts]), torch.stack([p[1] for p in parts])
 
 
+def fold_ratios(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """Each fold's held-out error ``num / den`` from :func:`heldout_parts` or :func:`fold_parts`
+    (0 where nothing was held out)."""
+    return num / den.clamp_min(1e-30)
+
+
 def pooled_error(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     """Per item, the folds' held-out error pooled by energy, ``sum_f num / sum_f den`` ``(B,)``, from
     :func:`fold_parts` ``(folds, B)``."""
@@ -214,7 +219,7 @@ def slice_scores(num: torch.Tensor, den: torch.Tensor, pool: bool) -> torch.Tens
     the mean of the per-fold ratios, or with ``pool`` the energy-pooled ratio (see :func:`split_score`)."""
     if pool:
         return pooled_error(num, den)
-    return (num / den.clamp_min(1e-30)).mean(0)
+    return fold_ratios(num, den).mean(0)
 
 
 def split_score(num: torch.Tensor, den: torch.Tensor, pool: bool) -> float:
@@ -364,23 +369,23 @@ def tune(
     if points < 2:
         raise InputError(f"tuning needs at least 2 grid points, got {points}")
     t0, sets = time.perf_counter(), holdout_sets(op.mask, tuple(y.shape[-2:]), split)
-    cache: dict = {}
-    cells: dict = {}  # per-(fold, item) held-out errors of each candidate, for the standard error
+    cache: dict = {}  # candidate -> (score, its per-(fold, item) errors for the standard errors)
 
-    def score(params: dict) -> float:
+    def scored(params: dict) -> tuple[float, torch.Tensor]:
         key = tuple(sorted(params.items()))
         if key not in cache:
             num, den = fold_parts(run, y, op, params, sets)
-            cache[key] = split_score(num, den, split.pool)
-            cells[key] = (num / den.clamp_min(1e-30)).flatten()
+            cache[key] = (split_score(num, den, split.pool), fold_ratios(num, den).flatten())
             if progress is not None:
-                progress({k: params[k] for k in tunable if k in params}, cache[key])
+                progress({k: params[k] for k in tunable if k in params}, cache[key][0])
         return cache[key]
 
+    def score(params: dict) -> float:
+        return scored(params)[0]
+
     def beats(new: dict, old: dict) -> bool:
-        gap, skill = score(old) - score(new), max_error - score(new)  # scores first: they fill `cells`
-        mine, theirs = cells[tuple(sorted(new.items()))], cells[tuple(sorted(old.items()))]
-        return skill > _standard_error(mine) and gap > _standard_error(mine - theirs)
+        (mine, cells), (theirs, others) = scored(new), scored(old)
+        return max_error - mine > _standard_error(cells) and theirs - mine > _standard_error(cells - others)
 
     current = dict(base or {})
     start = {k: current[k] for k in tunable if current.get(k) is not None}
@@ -396,7 +401,7 @@ def tune(
         trial = {**current, name: best}
         if current.get(name) is None or beats(trial, current):
             current[name] = best
-    table = [{"params": dict(k), "error": e} for k, e in cache.items()]
+    table = [{"params": dict(k), "error": e} for k, (e, _) in cache.items()]
     return TuneResult(
         current,
         {k: current[k] for k in tunable},
@@ -408,11 +413,12 @@ def tune(
     )
 
 
-def _standard_error(diff: torch.Tensor) -> float:
-    """Standard error of the mean of paired differences ``diff`` (0 with fewer than 2 cells)."""
-    if diff.numel() < 2:
+def _standard_error(values: torch.Tensor) -> float:
+    """Standard error of the mean of ``values`` (cells, or paired differences of cells; 0 with fewer
+    than 2)."""
+    if values.numel() < 2:
         return 0.0
-    return float(diff.double().std() / math.sqrt(diff.numel()))
+    return float(values.double().std() / math.sqrt(values.numel()))
 
 
 def _refine(score, current: dict, name: str, values: list, best, scale: str, iters: int):

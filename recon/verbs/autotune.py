@@ -136,6 +136,7 @@ def progress_line(path, bar):
 
 def summary(result: TuneResult, auto: AutoSpec, slices: list[int]) -> dict:
     """What `--auto` chose and what it cost, as plain values (stdout JSON and file attributes)."""
+    split = split_attrs(auto.split)
     return {
         "chosen": result.chosen,
         "cv_error": round(result.error, 6),
@@ -143,9 +144,9 @@ def summary(result: TuneResult, auto: AutoSpec, slices: list[int]) -> dict:
         "trials": result.trials,
         "seconds": round(result.seconds, 2),
         "slices": slices,
-        "folds": split_attrs(auto.split)["folds"],
-        "score": split_attrs(auto.split)["score"],
-        "holdout_fraction": auto.split.fraction,
+        "folds": split["folds"],
+        "score": split["score"],
+        "holdout_fraction": split["fraction"],
         "points": auto.points,
         "refine": auto.refine,
         "samples": auto.samples,
