@@ -13,6 +13,7 @@ from mrdiff.noise import complex_randn, make_generator
 from mrdiff.operators import CartesianOperator, conjugate_gradient
 from mrdiff.tuning import (
     COVER,
+    MIN_SKILL_ERROR,
     Split,
     centre_region,
     check_tunable,
@@ -252,6 +253,24 @@ def test_skill_must_exceed_one_standard_error(max_error, chosen):
     declared = check_tunable({"est": (("a", "b"), "choice")}, None)
     res = tune(run, y, op, declared, split, {"est": "a"}, 2, max_error=max_error)
     assert res.chosen == {"est": chosen}, res.table
+
+
+@pytest.mark.parametrize("shrink, chosen", [(0.03, "a"), (0.2, "b")])
+def test_an_edge_a_little_below_one_is_not_skill(shrink, chosen):
+    """``b`` (the Wiener estimate shrunk by ``shrink``) beats the start ``a`` (-0.5 times it, error
+    above 1) on every cell, with a tiny spread. Shrunk by 0.03 it predicts under 2 % of the held-out
+    energy (error ~0.986, as CS-L1's lambda 1e-4 at equispaced 8x on `test`, -3.6 dB): that passes
+    ``max_error=1`` but not the default :data:`MIN_SKILL_ERROR`, so ``a`` stays; shrunk by 0.2 ``b``
+    shows skill and wins."""
+    y, op = _tikhonov_problem(signal_var=1.0, noise_var=0.2)
+    scale = {"a": -0.5, "b": shrink}
+    run = lambda yf, fit, p: _tikhonov(yf, fit, {"lamda": 0.2}) * scale[p["est"]]  # noqa: E731
+    split = Split(0.2, 2, 0)
+    cells = torch.div(*fold_parts(run, y, op, {"est": "b"}, holdout_sets(op.mask, SHAPE, split))).flatten()
+    assert (float(cells.max()) < MIN_SKILL_ERROR) == (chosen == "b") and float(cells.max()) < 1
+    declared = check_tunable({"est": (("a", "b"), "choice")}, None)
+    assert tune(run, y, op, declared, split, {"est": "a"}, 2).chosen == {"est": chosen}
+    assert tune(run, y, op, declared, split, {"est": "a"}, 2, max_error=1.0).chosen == {"est": "b"}
 
 
 def test_a_choice_is_searched_over_all_its_values_and_takes_no_range():
