@@ -355,14 +355,13 @@ def tune(
     over the (fold, item) cells: ``max_error`` (its own cells' standard error) and the current value's
     error (the standard error of their paired difference). An error of 1 is what predicting zero on
     the held-out samples scores, so a method at or near it has no skill there and its ranking of
-    parameters is noise; ``max_error`` defaults to :data:`MIN_SKILL_ERROR` (0.95), measured on `val`.
-    On `val` this happened with DDS at random 8x: every candidate scored
-    1.04-1.1, and the lowest of them lost 2.7 dB. The margins are the one-standard-error rule of
-    cross-validation (Breiman et al., CART, 1984; Hastie, Tibshirani & Friedman, ESL 2nd ed.,
-    Sec. 7.10), with the start value in the place of the simplest model. Alone (``max_error=1``) they
-    did not catch a consistent but meaningless edge: on `test` at equispaced 8x (one held-out line per
-    fold) CS-L1's lambda 1e-4 scored 0.986 against the default's 0.999 in a tight spread and lost
-    3.6 dB; :data:`MIN_SKILL_ERROR` does.
+    parameters is noise (on `val`, DDS at random 8x: every candidate scored 1.04-1.1, and the lowest
+    of them lost 2.7 dB); ``max_error`` defaults to :data:`MIN_SKILL_ERROR` (0.95). The margins are
+    the one-standard-error rule of cross-validation (Breiman et al., CART, 1984; Hastie, Tibshirani &
+    Friedman, ESL 2nd ed., Sec. 7.10), with the start value in the place of the simplest model. Alone
+    (``max_error=1``) they did not catch a consistent but meaningless edge: on `test` at equispaced 8x
+    (one held-out line per fold) CS-L1's lambda 1e-4 scored 0.986 against the default's 0.999 in a
+    tight spread and lost 3.6 dB; :data:`MIN_SKILL_ERROR` does.
 
     Args:
         run: ``run(y, op, params) -> x`` (see the module docstring).

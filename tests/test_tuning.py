@@ -19,6 +19,7 @@ from mrdiff.tuning import (
     check_tunable,
     fit_operator,
     fold_parts,
+    fold_ratios,
     golden_section,
     grid,
     heldout_error,
@@ -202,6 +203,11 @@ def test_every_declared_range_runs_through_one_tune():
         assert set(res.chosen) == set(declared) and math.isnan(res.base_error), name
 
 
+def _cells(run, y, op, params, sets):
+    """The per-(fold, item) held-out errors ``tune`` takes its standard errors over."""
+    return fold_ratios(*fold_parts(run, y, op, params, sets)).flatten()
+
+
 def test_no_skill_keeps_the_start_value():
     """Candidates that predict held-out k-space worse than zero (error >= 1) do not replace the start."""
     y, op = _tikhonov_problem(signal_var=1.0, noise_var=0.2)
@@ -227,7 +233,7 @@ def test_a_gain_within_one_standard_error_keeps_the_start(weak, chosen):
     run = lambda yf, fit, p: _tikhonov(yf, fit, {"lamda": 0.2}) * scale[p["est"]][:, None, None]  # noqa: E731
     split = Split(0.2, 2, 0)
     sets = holdout_sets(op.mask, SHAPE, split)
-    cells = {k: torch.div(*fold_parts(run, y, op, {"est": k}, sets)).flatten() for k in "ab"}
+    cells = {k: _cells(run, y, op, {"est": k}, sets) for k in "ab"}
     gap, diff = float(cells["a"].mean() - cells["b"].mean()), cells["b"] - cells["a"]
     assert gap > 0  # the lowest mean error alone would pick b in both cases
     assert (gap < float(diff.std()) / math.sqrt(diff.numel())) == (chosen == "a")
@@ -246,7 +252,7 @@ def test_skill_must_exceed_one_standard_error(max_error, chosen):
     run = lambda yf, fit, p: _tikhonov(yf, fit, {"lamda": 0.2}) * scale[p["est"]][:, None, None]  # noqa: E731
     split = Split(0.2, 2, 0)
     sets = holdout_sets(op.mask, SHAPE, split)
-    cells = {k: torch.div(*fold_parts(run, y, op, {"est": k}, sets)).flatten() for k in "ab"}
+    cells = {k: _cells(run, y, op, {"est": k}, sets) for k in "ab"}
     se = lambda d: float(d.std()) / math.sqrt(d.numel())  # noqa: E731
     assert 1 - se(cells["b"]) < float(cells["b"].mean()) < 1  # below 1, within one standard error of it
     assert float((cells["a"] - cells["b"]).mean()) > se(cells["b"] - cells["a"])
@@ -266,7 +272,7 @@ def test_an_edge_a_little_below_one_is_not_skill(shrink, chosen):
     scale = {"a": -0.5, "b": shrink}
     run = lambda yf, fit, p: _tikhonov(yf, fit, {"lamda": 0.2}) * scale[p["est"]]  # noqa: E731
     split = Split(0.2, 2, 0)
-    cells = torch.div(*fold_parts(run, y, op, {"est": "b"}, holdout_sets(op.mask, SHAPE, split))).flatten()
+    cells = _cells(run, y, op, {"est": "b"}, holdout_sets(op.mask, SHAPE, split))
     assert (float(cells.max()) < MIN_SKILL_ERROR) == (chosen == "b") and float(cells.max()) < 1
     declared = check_tunable({"est": (("a", "b"), "choice")}, None)
     assert tune(run, y, op, declared, split, {"est": "a"}, 2).chosen == {"est": chosen}
