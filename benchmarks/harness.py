@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 import mrdiff.pipeline as pipeline
 from mrdiff.adapt import AdaptSpec
@@ -190,44 +191,46 @@ def run_cell(
         m.name, dict(m.params), denoiser if m.is_diffusion else None, m.nfe, m.samples, cell.seed, device, 1
     )
     rows, t0 = [], time.perf_counter()
-    for info in volumes:
-        idx = slices[info.path.name]
-        vspec, extra = _volume_spec(m, spec, info, cell, maps_cache, idx, progress)
-        result = reconstruct_volume(info, vspec, cell.mask_spec, idx, maps_cache=maps_cache)
-        attrs = {
-            **run_record(vspec, cell.mask_spec, info.mask is not None),
-            "method": m.label,
-            "base_method": m.name,
-            "nfe": result.nfe,
-            "seconds_per_slice": result.seconds_per_slice,
-            "device": device,
-            "slices": idx,
-            "mask": cell.mask,
-            "accel": cell.accel,
-            "seed": cell.seed,
-            "prior_sha256": getattr(denoiser, "sha256", "") if m.is_diffusion else "",
-        }
-        attrs.update(extra)
-        write_reconstruction(
-            out / "recons" / cell.key / info.path.name,
-            result.reconstruction,
-            attrs,
-            {"residual": result.residual, "mask": result.mask.numpy(), "zero_filled": result.zero_filled},
-        )
-        row = {
-            "volume": info.path.name,
-            "n_slices": len(idx),
-            "slices": [int(i) for i in idx],
-            "nfe": result.nfe,
-            "seconds_per_slice": result.seconds_per_slice,
-            "residual": float(np.mean(result.residual)),
-            "sampling_fraction": sampling_fraction(result.mask, info.shape[2:]),
-        }
-        row.update(extra)
-        target = _target(info, idx)
-        if target is not None:
-            row.update(volume_metrics(target, result.reconstruction))
-        rows.append(row)
+    total = sum(len(slices[info.path.name]) for info in volumes)
+    with tqdm(total=total, desc=cell.key, unit="slice", leave=False, disable=None) as bar:  # terminals only
+        for info in volumes:
+            idx = slices[info.path.name]
+            vspec, extra = _volume_spec(m, spec, info, cell, maps_cache, idx, progress)
+            result = reconstruct_volume(info, vspec, cell.mask_spec, idx, bar.update, maps_cache=maps_cache)
+            attrs = {
+                **run_record(vspec, cell.mask_spec, info.mask is not None),
+                "method": m.label,
+                "base_method": m.name,
+                "nfe": result.nfe,
+                "seconds_per_slice": result.seconds_per_slice,
+                "device": device,
+                "slices": idx,
+                "mask": cell.mask,
+                "accel": cell.accel,
+                "seed": cell.seed,
+                "prior_sha256": getattr(denoiser, "sha256", "") if m.is_diffusion else "",
+            }
+            attrs.update(extra)
+            write_reconstruction(
+                out / "recons" / cell.key / info.path.name,
+                result.reconstruction,
+                attrs,
+                {"residual": result.residual, "mask": result.mask.numpy(), "zero_filled": result.zero_filled},
+            )
+            row = {
+                "volume": info.path.name,
+                "n_slices": len(idx),
+                "slices": [int(i) for i in idx],
+                "nfe": result.nfe,
+                "seconds_per_slice": result.seconds_per_slice,
+                "residual": float(np.mean(result.residual)),
+                "sampling_fraction": sampling_fraction(result.mask, info.shape[2:]),
+            }
+            row.update(extra)
+            target = _target(info, idx)
+            if target is not None:
+                row.update(volume_metrics(target, result.reconstruction))
+            rows.append(row)
     record = {
         "key": cell.key,
         "method": asdict(m),
