@@ -174,6 +174,19 @@ def test_kspace_noise_sigma_reads_the_outermost_measured_samples(kind):
     assert torch.equal(kspace_noise_sigma(0 * y), torch.zeros(2, dtype=est.dtype))  # nothing measured
 
 
+def test_kspace_noise_sigma_sees_past_signal_that_spans_few_coil_directions():
+    g = make_generator(2)
+    field = 5.0 * complex_randn((2, 2, 64, 64), g)  # strong signal everywhere, even at the edge,
+    mixing = complex_randn((8, 2), g)  # but in 2 of 8 coil directions (smooth maps do this)
+    y = torch.einsum("cr,brhw->bchw", mixing, field) + 0.3 * complex_randn((2, 8, 64, 64), g)
+    mask = make_mask("poisson", (64, 64), 4, 0.08, "noise.h5")
+    est = kspace_noise_sigma(y * mask)
+    assert torch.allclose(est, torch.full((2,), 0.3, dtype=est.dtype), rtol=0.1), est
+    assert (kspace_noise_sigma(y * mask, virtual_coils=False) > 1.0).all()  # the plain MAD reads the signal
+    one = y[:, :1] * mask  # one coil: its only virtual coil is itself
+    assert torch.allclose(kspace_noise_sigma(one), kspace_noise_sigma(one, virtual_coils=False))
+
+
 def test_data_weight_sums_to_the_same_below_the_noise_whatever_the_schedule():
     sigma_y = torch.tensor([0.0, 0.5])
     assert data_weight(2.0, 1.0, sigma_y).tolist() == [1.0, 1.0]  # above the noise: replace
