@@ -79,14 +79,14 @@ def kspace_noise_sigma(
     applied to the k-space periphery. Taking the outermost *measured* positions serves line masks
     (their corners) and variable-density 2-D masks (the edge of their support) alike.
 
-    With ``virtual_coils`` (the default) the samples are first projected on the half of the PCA
-    virtual coils that carries the least signal (:func:`weak_virtual_coils`), found from the
-    other measured samples: chosen from the scored samples themselves, they would be the directions
-    where those samples' noise happens to be smallest, and read low. Signal left at the
-    periphery biases the estimate up, and a 128² brain at 45 dB still has signal at the edge of its
-    measured k-space: on `val` the plain MAD over all coils (``virtual_coils=False``) read 1.2x the
-    true sigma with line masks and 1.8x with Poisson at 45 dB (within 5 % at 30 dB); the weak virtual
-    coils read 0.97-1.03x on average at both levels and every mask (0.93-1.11x per slice;
+    Signal left at the periphery biases the estimate up, and a 128² brain at 45 dB still has signal at
+    the edge of its measured k-space: on `val` the plain MAD over all coils (``virtual_coils=False``)
+    read 1.2x the true sigma with line masks and 1.8x with Poisson at 45 dB (within 5 % at 30 dB). So
+    by default (``virtual_coils``) the samples are first projected on the half of the PCA virtual
+    coils that carries the least signal (:func:`weak_virtual_coils`), found from the other measured
+    samples (chosen from the scored samples themselves, they would be the directions where those
+    samples' noise happens to be smallest, and read low). These read 0.97-1.03x the true sigma on
+    average at both levels and with every mask (0.93-1.11x per slice;
     ``python -m benchmarks.noise_estimate``).
     With noise correlated between real coils, the weak virtual coils report the noise along their
     directions, which can differ from the coils' mean: on the two real undersampled brain scans (sigpy
