@@ -39,11 +39,11 @@ from mrdiff.tuning import Split, fold_parts, fold_ratios, holdout_sets
 GRID = [float(f"{10 ** (-4 + k / 4):.4g}") for k in range(13)]
 
 
-def discrepancy(x: torch.Tensor, y: torch.Tensor, op) -> np.ndarray:
-    """Per item ``||M (A x - y)||^2 / (n_measured * 2 sigma^2)`` (1: the residual is the noise)."""
+def discrepancy(x: torch.Tensor, y: torch.Tensor, op, sigma: torch.Tensor) -> np.ndarray:
+    """Per item ``||M (A x - y)||^2 / (n_measured * 2 sigma^2)`` (1: the residual is the noise); ``sigma``
+    ``(B,)`` from :func:`kspace_noise_sigma`, estimated once per cell."""
     mask = op._mask_like(y)
     count = torch.broadcast_to(mask, y.shape).flatten(1).bool().sum(1).double()
-    sigma = kspace_noise_sigma(y).double()
     res = (op.residual(x.to(y.dtype), y).double() * (y * mask).flatten(1).norm(dim=1).double()) ** 2
     return (res / (count * 2 * sigma**2)).numpy()
 
@@ -55,11 +55,12 @@ def run_cell(info, kind: str, accel: float, slices: list[int]) -> dict:
     tuned = central_slices(slices, 3)
     y3, op3 = _batch(info, tuned, mask, "cpu", cache)
     sets, target = holdout_sets(mask, tuple(y.shape[-2:]), Split()), targets(info, slices)
+    sigma = kspace_noise_sigma(y).double()
     rec = {"snr_db": info.attrs.get("snr_db"), "mask": kind, "accel": accel, "slices": slices, "rows": []}
     for i, lam in enumerate(GRID):
         x = cs_l1(y, op, lamda=lam)
         mag = np.stack([center_crop(v, info.recon_size) for v in x.abs().numpy()])
-        row = {"lamda": lam, "psnr": psnr(target, mag), "discrepancy": discrepancy(x, y, op).tolist()}
+        row = {"lamda": lam, "psnr": psnr(target, mag), "discrepancy": discrepancy(x, y, op, sigma).tolist()}
         if i % 2 == 0:
             cells = fold_ratios(
                 *fold_parts(lambda yy, o, p: cs_l1(yy, o, **p), y3, op3, {"lamda": lam}, sets)
