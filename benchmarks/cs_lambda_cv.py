@@ -3,11 +3,13 @@
 For each mask x acceleration, on the central ``--slices`` slices of the `val` volume: CS-L1 (Lustig et
 al., MRM 2007) over a 13-point log grid of lambda (1e-4 ... 0.1, four points a decade) with all data,
 scored by volume PSNR against the ground truth; and, at every other grid point (the 7 points that
-``--auto`` searches), the held-out error of the tuner's default split (3 folds of 10 %,
-:class:`mrdiff.tuning.Split`) on the central 3 of those slices, with the standard error over the
-(fold, slice) cells that ``tune`` uses. Also the data residual ``||A x - y||^2`` over the noise energy
-that the measured samples carry (``2 sigma^2`` per complex sample, sigma from
-:func:`mrdiff.noise.kspace_noise_sigma`): the ratio Morozov's discrepancy principle sets to 1.
+``--auto`` searches), the held-out error of the tuner's default split (folds of 10 % covering every
+outer line of a line mask, 3 folds of a 2-D mask: :data:`mrdiff.tuning.TUNE_SPLIT`; ``--folds 3``: the
+default before 2026-12-02) on the central 3 of those slices, with the standard error over the
+(fold, slice) cells that ``tune`` uses, and the folds' energy-pooled error. Also the data residual
+``||A x - y||^2`` over the noise energy that the measured samples carry (``2 sigma^2`` per complex
+sample, sigma from :func:`mrdiff.noise.kspace_noise_sigma`): the ratio Morozov's discrepancy principle
+sets to 1.
 
     python -m benchmarks.cs_lambda_cv --data data/open-brain-128-45db/val --masks equispaced,random,poisson \
         --accels 8,4 --json runs/cs_lambda_cv.jsonl        # ~5 min per cell on one CPU thread
@@ -34,7 +36,17 @@ from mrdiff.baselines import cs_l1
 from mrdiff.io import center_crop
 from mrdiff.noise import kspace_noise_sigma
 from mrdiff.pipeline import _batch, central_slices, volume_mask
-from mrdiff.tuning import Split, fold_parts, fold_ratios, holdout_sets
+from mrdiff.tuning import (
+    AUTO,
+    COVER,
+    POINT_FOLDS,
+    TUNE_SPLIT,
+    Split,
+    fold_parts,
+    fold_ratios,
+    holdout_sets,
+    pooled_error,
+)
 
 GRID = [float(f"{10 ** (-4 + k / 4):.4g}") for k in range(13)]
 
@@ -42,56 +54,65 @@ GRID = [float(f"{10 ** (-4 + k / 4):.4g}") for k in range(13)]
 def discrepancy(x: torch.Tensor, y: torch.Tensor, op, sigma: torch.Tensor) -> np.ndarray:
     """Per item ``||M (A x - y)||^2 / (n_measured * 2 sigma^2)`` (1: the residual is the noise); ``sigma``
     ``(B,)`` from :func:`kspace_noise_sigma`, estimated once per cell."""
-    mask = op._mask_like(y)
+    mask = op.mask.to(y.device)
     count = torch.broadcast_to(mask, y.shape).flatten(1).bool().sum(1).double()
     res = (op.residual(x.to(y.dtype), y).double() * (y * mask).flatten(1).norm(dim=1).double()) ** 2
     return (res / (count * 2 * sigma**2)).numpy()
 
 
-def run_cell(info, kind: str, accel: float, slices: list[int]) -> dict:
-    """PSNR, discrepancy and (every other grid point) the tuner's held-out errors along :data:`GRID`."""
+def run_cell(info, kind: str, accel: float, slices: list[int], split: Split = TUNE_SPLIT) -> dict:
+    """PSNR, discrepancy and (every other grid point) the held-out errors of ``split`` along :data:`GRID`
+    (per (fold, slice) cell, with the energies that pool them)."""
     t0, mask, cache = time.perf_counter(), volume_mask(info, mask_spec(kind, accel)), {}
     y, op = _batch(info, slices, mask, "cpu", cache)
     tuned = central_slices(slices, 3)
     y3, op3 = _batch(info, tuned, mask, "cpu", cache)
-    sets, target = holdout_sets(mask, tuple(y.shape[-2:]), Split()), targets(info, slices)
+    sets, target = holdout_sets(mask, tuple(y.shape[-2:]), split), targets(info, slices)
     sigma = kspace_noise_sigma(y).double()
     rec = {"snr_db": info.attrs.get("snr_db"), "mask": kind, "accel": accel, "slices": slices, "rows": []}
+    rec["folds"] = len(sets)
     for i, lam in enumerate(GRID):
         x = cs_l1(y, op, lamda=lam)
         mag = np.stack([center_crop(v, info.recon_size) for v in x.abs().numpy()])
         row = {"lamda": lam, "psnr": psnr(target, mag), "discrepancy": discrepancy(x, y, op, sigma).tolist()}
         if i % 2 == 0:
-            cells = fold_ratios(
-                *fold_parts(lambda yy, o, p: cs_l1(yy, o, **p), y3, op3, {"lamda": lam}, sets)
-            )
-            row["heldout"] = cells.flatten().tolist()
+            num, den = fold_parts(lambda yy, o, p: cs_l1(yy, o, **p), y3, op3, {"lamda": lam}, sets)
+            row["heldout"] = fold_ratios(num, den).flatten().tolist()
+            row["pooled"] = pooled_error(num, den).tolist()
         rec["rows"].append(row)
     rec["seconds"] = round(time.perf_counter() - t0, 1)
     return rec
 
 
 def line(row: dict) -> str:
-    """One grid point as a table row: lambda, PSNR, held-out error +- SE, discrepancy."""
-    ho = np.asarray(row.get("heldout", []))
+    """One grid point as a table row: lambda, PSNR, held-out error +- SE, pooled error, discrepancy."""
+    ho, pooled = np.asarray(row.get("heldout", [])), row.get("pooled")
     cv = f"{ho.mean():.3f} ± {ho.std(ddof=1) / np.sqrt(ho.size):.3f}" if ho.size else ""
-    return f"| {row['lamda']:.3g} | {row['psnr']:.2f} | {cv} | {np.mean(row['discrepancy']):.2f} |"
+    pool = f"{np.mean(pooled):.3f}" if pooled else ""
+    return f"| {row['lamda']:.3g} | {row['psnr']:.2f} | {cv} | {pool} | {np.mean(row['discrepancy']):.2f} |"
 
 
 @one_line_errors
 def main(argv: list[str] | None = None) -> int:
     p = val_parser(__doc__, "equispaced,random,poisson", "8,4")
     p.add_argument("--slices", type=int, default=4, help="central val slices scored by PSNR")
+    p.add_argument(
+        "--folds",
+        type=int,
+        default=AUTO,
+        help=f"held-out folds of 10%% (default {AUTO}: the tuner's, every line once on line masks and "
+        f"{POINT_FOLDS} folds on 2-D masks; {COVER}: every line/point once)",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     info = val_volume(args.data)
     for kind in args.masks.split(","):
         for accel in args.accels.split(","):
-            rec = run_cell(info, kind, float(accel), eval_slices(info, args.slices))
+            rec = run_cell(info, kind, float(accel), eval_slices(info, args.slices), Split(folds=args.folds))
             best = max(rec["rows"], key=lambda r: r["psnr"])
-            head = f"{rec['snr_db']} dB {kind} {float(accel):g}x ({rec['seconds']} s)"
+            head = f"{rec['snr_db']} dB {kind} {float(accel):g}x, {rec['folds']} folds ({rec['seconds']} s)"
             print(f"\n{head}: oracle λ {best['lamda']:.3g}")
-            print("| λ | PSNR | held-out error ± SE | residual / noise |\n|---|---|---|---|")
+            print("| λ | PSNR | held-out error ± SE | pooled | residual / noise |\n|---|---|---|---|---|")
             print("\n".join(line(r) for r in rec["rows"]), flush=True)
             append_jsonl(args.json, rec)
     return 0

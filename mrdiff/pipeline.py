@@ -33,6 +33,7 @@ from mrdiff.operators import CartesianOperator
 from mrdiff.overrides import method_params
 from mrdiff.priors.lora import AdaptedDenoiser, with_adapters
 from mrdiff.tuning import (
+    TUNE_SPLIT,
     Split,
     TuneResult,
     check_tunable,
@@ -87,7 +88,7 @@ class AutoSpec:
     """
 
     tunable: dict | None = None
-    split: Split = Split()
+    split: Split = TUNE_SPLIT
     slices: int = 3
     points: int = 7
     refine: int = 0

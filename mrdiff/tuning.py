@@ -43,7 +43,8 @@ class Split:
 
     ``fraction`` of the non-centre samples is held out per fold; ``folds`` disjoint held-out sets are
     drawn from a generator seeded with ``seed`` (``folds=0``: as many as it takes to hold out every
-    eligible line/point once, :data:`COVER`). ``pool``: score the folds' energy-pooled error
+    eligible line/point once, :data:`COVER`; ``folds=-1``: that for line masks and 3 for 2-D masks,
+    :data:`AUTO`, the tuner's default). ``pool``: score the folds' energy-pooled error
     ``sum_f ||M_f (A x_f - y)||^2 / sum_f ||M_f y||^2`` instead of the mean of per-fold ratios (see
     :func:`split_score`)."""
 
@@ -55,6 +56,23 @@ class Split:
 
 #: ``Split.folds`` value asking for folds that together hold out every eligible line/point once
 COVER = 0
+
+#: ``Split.folds`` value asking for :data:`COVER` folds on line masks and :data:`POINT_FOLDS` on 2-D
+#: masks: what ``--auto`` uses unless told otherwise. The benchmark's 128² line masks have 9-30
+#: measured lines outside the centre, and they differ: distance to the nearest other line, frequency,
+#: energy. Three folds of 10 % hold out 3-9 of them, too few to stand for the rest: on `val` at 45 dB,
+#: equispaced 8x, the 6 lines of 3 folds scored CS-L1's lambda 1e-4 best (0.89 against 0.98 for the
+#: default 0.01; -0.60 dB), while all 15 lines (7 folds) scored every lambda 0.97-1.11, no skill, so
+#: the default is kept (``benchmarks/results/self-tuning/cs-lambda-cover/``). Covering every line is
+#: ordinary K-fold cross-validation (K = 1 / fraction); it costs about 3x the trials of 3 folds. A 2-D
+#: mask has thousands of measured points, and 3 folds of 10 % sample them well.
+AUTO = -1
+
+#: folds of a 2-D (point) mask under :data:`AUTO`
+POINT_FOLDS = 3
+
+#: the tuner's default split: 10 % per fold, :data:`AUTO` folds, the mean of per-fold errors
+TUNE_SPLIT = Split(folds=AUTO)
 
 #: default held-out error a candidate must beat (by more than one standard error) to replace a start
 #: value: it must predict at least 5 % of the held-out energy. An error of 1 is what predicting zero
@@ -82,6 +100,7 @@ class TuneResult:
         trials: reconstructions run (candidates x folds).
         seconds: wall time of the search.
         table: every candidate evaluated, ``[{"params": {...}, "error": e}, ...]``.
+        folds: held-out sets the split gave (with :data:`COVER` / :data:`AUTO`, known only here).
     """
 
     params: dict
@@ -91,6 +110,7 @@ class TuneResult:
     trials: int
     seconds: float
     table: list = field(default_factory=list)
+    folds: int = 0
 
 
 def _mask_2d(mask: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
@@ -137,14 +157,15 @@ def holdout_sets(mask: torch.Tensor, shape: tuple[int, int], split: Split) -> li
     Line masks lose whole lines, 2-D masks single points; the fully sampled centre is never held out.
     Each fold holds out ``take = max(1, round(fraction * n))`` of the ``n`` eligible lines/points, drawn
     by a ``torch.Generator`` seeded with ``split.seed``, so the split is a function of its inputs only.
-    With ``split.folds == COVER`` a random permutation of all ``n`` is cut into ``n // take`` folds
-    (sizes differ by at most one), so every eligible line/point is held out exactly once.
+    With ``split.folds == COVER`` (or :data:`AUTO` on a line mask) a random permutation of all ``n`` is
+    cut into ``n // take`` folds (sizes differ by at most one), so every eligible line/point is held out
+    exactly once; :data:`AUTO` on a 2-D mask draws :data:`POINT_FOLDS` folds.
 
     Raises:
         InputError: nothing outside the centre is measured, or too little for the folds asked.
     """
-    if not 0 < split.fraction < 1 or split.folds < 0:
-        raise InputError(f"held-out fraction must be in (0, 1) and folds >= 0, got {split}")
+    if not 0 < split.fraction < 1 or split.folds < AUTO:
+        raise InputError(f"held-out fraction must be in (0, 1) and folds >= 0 (or AUTO, -1), got {split}")
     m = _mask_2d(mask, shape)
     eligible = m & ~centre_region(m, shape)
     axis = _line_axis(m)
@@ -152,14 +173,15 @@ def holdout_sets(mask: torch.Tensor, shape: tuple[int, int], split: Split) -> li
     idx = torch.nonzero(units).flatten()
     n = idx.numel()
     take = max(1, round(split.fraction * n))
-    folds = max(1, n // take) if split.folds == COVER else split.folds
-    if n == 0 or (split.folds != COVER and take * folds > n):
+    cover = split.folds == COVER or (split.folds == AUTO and axis is not None)
+    folds = max(1, n // take) if cover else POINT_FOLDS if split.folds == AUTO else split.folds
+    if n == 0 or (not cover and take * folds > n):
         raise InputError(
             f"nothing to hold out: {n} measured {'lines' if axis is not None else 'points'} outside the "
             f"fully sampled centre, {folds} fold(s) of {take} needed"
         )
     perm = idx[torch.randperm(n, generator=torch.Generator().manual_seed(split.seed))]
-    parts = perm.tensor_split(folds) if split.folds == COVER else perm[: take * folds].split(take)
+    parts = perm.tensor_split(folds) if cover else perm[: take * folds].split(take)
     out = []
     for part in parts:
         chosen = torch.zeros_like(units)
@@ -336,7 +358,7 @@ def tune(
     y: torch.Tensor,
     op: CartesianOperator,
     tunable: dict,
-    split: Split = Split(),
+    split: Split = TUNE_SPLIT,
     base: dict | None = None,
     points: int = 7,
     refine: int = 0,
@@ -424,6 +446,7 @@ def tune(
         len(cache) * len(sets),
         time.perf_counter() - t0,
         table,
+        len(sets),
     )
 
 

@@ -149,4 +149,24 @@ def test_auto_summary_names_cover_folds_and_pooled_score():
     row = summary(result, AutoSpec(split=Split(0.1, COVER, 0, pool=True)), [4])
     assert row["folds"] == "all" and row["score"] == "pooled" and row["chosen"] == {"iters": 3}
     plain = summary(result, AutoSpec(), [4])
-    assert plain["folds"] == 3 and plain["score"] == "mean"
+    assert plain["folds"] == "auto" and plain["score"] == "mean"
+    three = summary(TuneResult({}, {}, 0.1, 0.2, 6, 1.0, folds=3), AutoSpec(split=Split(0.1, 3, 0)), [4])
+    assert three["folds"] == 3 and three["folds_used"] == 3
+
+
+def test_default_auto_folds_cover_every_outer_line(capsys, tmp_path, multicoil_h5):
+    """By default `--auto` holds out every measured line outside the centre once (K-fold over all lines)."""
+    import mrdiff.pipeline as pipeline
+    from mrdiff.io import open_volume
+    from mrdiff.tuning import COVER, Split, holdout_sets
+
+    out = tmp_path / "auto.h5"
+    argv = ["recon", multicoil_h5, "--method", "sense", "--out", out, "--accel", "2"]
+    code, stdout, err = run(capsys, *argv, "--center-fraction", "0.125", "--auto", "--auto-points", "3")
+    assert code == 0, err
+    report = json.loads(stdout.strip().splitlines()[-1])["files"][str(out)]["auto"]
+    info = open_volume(multicoil_h5)
+    mask = pipeline.volume_mask(info, pipeline.MaskSpec("random", 2, 0.125))
+    cover = holdout_sets(mask, tuple(info.shape[-2:]), Split(0.1, COVER, 0))
+    assert report["folds"] == "auto" and report["folds_used"] == len(cover) > 3
+    assert report["trials"] % len(cover) == 0

@@ -12,8 +12,10 @@ from mrdiff.masks import make_mask
 from mrdiff.noise import complex_randn, make_generator
 from mrdiff.operators import CartesianOperator, conjugate_gradient
 from mrdiff.tuning import (
+    AUTO,
     COVER,
     MIN_SKILL_ERROR,
+    POINT_FOLDS,
     Split,
     centre_region,
     check_tunable,
@@ -66,6 +68,17 @@ def test_cover_folds_hold_out_every_outer_sample_once(kind):
     assert len(sets) == int(units) // take
     first = holdout_sets(mask, SHAPE, Split(fraction=0.15, folds=1, seed=2))[0]
     assert first.sum() == take and (first & ~sets[0]).sum() <= 1  # same permutation, same start
+
+
+def test_auto_folds_cover_line_masks_and_sample_point_masks():
+    lines = make_mask("equispaced", SHAPE, 4, 0.125, "file.h5")
+    auto, cover = (holdout_sets(lines, SHAPE, Split(0.15, f, 4)) for f in (AUTO, COVER))
+    assert len(auto) == len(cover) > POINT_FOLDS and all(torch.equal(a, c) for a, c in zip(auto, cover))
+    points = make_mask("poisson", SHAPE, 3, 0.125, "file.h5")
+    auto, three = (holdout_sets(points, SHAPE, Split(0.15, f, 4)) for f in (AUTO, POINT_FOLDS))
+    assert len(auto) == POINT_FOLDS and all(torch.equal(a, b) for a, b in zip(auto, three))
+    with pytest.raises(InputError, match="folds"):
+        holdout_sets(lines, SHAPE, Split(0.15, AUTO - 1, 4))
 
 
 def test_pooled_score_weights_folds_by_their_energy():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from mrdiff.errors import InputError
 from mrdiff.pipeline import AutoSpec
-from mrdiff.tuning import COVER, Split, TuneResult
+from mrdiff.tuning import AUTO, COVER, Split, TuneResult
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -28,10 +28,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--auto-slices", type=int, default=3, help="central slices tuned together (default 3)")
     g.add_argument(
         "--auto-folds",
-        default="3",
-        metavar="N|all",
-        help="disjoint held-out folds; 'all': enough to hold out every measured outer line/point once "
-        "(default 3)",
+        default="auto",
+        metavar="N|all|auto",
+        help="disjoint held-out folds; 'all': enough to hold out every measured outer line/point once; "
+        "'auto' (default): 'all' for line masks, 3 for 2-D masks",
     )
     g.add_argument(
         "--auto-score",
@@ -58,19 +58,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _folds(text: str, option: str = "--auto-folds") -> int:
-    """A folds option's value: a count >= 1, or 'all' (:data:`mrdiff.tuning.COVER`).
+    """A folds option's value: a count >= 1, 'all' (:data:`mrdiff.tuning.COVER`) or 'auto'
+    (:data:`mrdiff.tuning.AUTO`).
 
     Raises:
         InputError: anything else.
     """
-    if text.strip().lower() == "all":
-        return COVER
+    word = text.strip().lower()
+    if word in ("all", "auto"):
+        return COVER if word == "all" else AUTO
     try:
         value = int(text)
     except ValueError:
         value = 0
     if value < 1:
-        raise InputError(f"{option} must be a count >= 1 or 'all', got '{text}'")
+        raise InputError(f"{option} must be a count >= 1, 'all' or 'auto', got '{text}'")
     return value
 
 
@@ -100,7 +102,7 @@ def split_attrs(split: Split) -> dict:
     """A split as plain values (the output file's ``heldout`` attribute)."""
     return {
         "fraction": split.fraction,
-        "folds": "all" if split.folds == COVER else split.folds,
+        "folds": {COVER: "all", AUTO: "auto"}.get(split.folds, split.folds),
         "score": "pooled" if split.pool else "mean",
         "seed": split.seed,
     }
@@ -145,6 +147,7 @@ def summary(result: TuneResult, auto: AutoSpec, slices: list[int]) -> dict:
         "seconds": round(result.seconds, 2),
         "slices": slices,
         "folds": split["folds"],
+        "folds_used": result.folds,
         "score": split["score"],
         "holdout_fraction": split["fraction"],
         "points": auto.points,
