@@ -14,6 +14,7 @@ recorded separately.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -164,6 +165,8 @@ def _volume_spec(
         extra["auto"] = {
             "chosen": res.chosen,
             "cv_error": res.error,
+            "default_cv_error": None if math.isnan(res.base_error) else res.base_error,
+            "folds_used": res.folds,
             "trials": res.trials,
             "seconds": res.seconds,
         }

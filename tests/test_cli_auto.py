@@ -126,7 +126,7 @@ def test_bench_auto_rows_record_their_choice(capsys, tmp_path, make_h5):
     record = json.loads((out / "cells" / "sense+auto__random__2x__s0.json").read_text())
     row = record["volumes"][0]
     assert set(row["auto"]["chosen"]) == {"iters"} and row["auto"]["trials"] >= 3
-    assert record["method"]["auto"]["folds"] == 1
+    assert record["method"]["auto"]["folds"] == 1 and row["auto"]["folds_used"] == 1
     log = [json.loads(line) for line in (out / "bench.log").read_text().splitlines()]
     tried = [e for e in log if "tuning" in e]  # the search is followed candidate by candidate
     assert len(tried) == row["auto"]["trials"] and all(set(e["tuning"]) == {"iters"} for e in tried)
