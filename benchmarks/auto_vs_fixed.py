@@ -25,6 +25,7 @@ import torch
 
 from benchmarks.config import DEFAULT_PARAMS, method_config, read_params
 from benchmarks.tuning_common import (
+    add_folds_argument,
     eval_slices,
     mask_spec,
     one_line_errors,
@@ -42,7 +43,7 @@ from mrdiff.pipeline import (
     reconstruct_volume,
     tune_volume,
 )
-from mrdiff.tuning import COVER, POINT_FOLDS, TUNE_SPLIT, Split, candidates, in_range
+from mrdiff.tuning import Split, candidates, in_range
 
 
 def _psnr(info, spec, ms, slices, target, cache) -> float:
@@ -108,13 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", default="cs-l1", help="comma-separated rows (params-file labels or methods)")
     p.add_argument("--slices", type=int, default=4, help="central val slices evaluated")
     p.add_argument("--auto-slices", type=int, default=2, help="central slices (of those) the tuner uses")
-    p.add_argument(
-        "--folds",
-        type=int,
-        default=TUNE_SPLIT.folds,
-        help=f"held-out folds (default {TUNE_SPLIT.folds}: as --auto, every outer line of a line mask once, "
-        f"{POINT_FOLDS} folds of a 2-D mask; {COVER}: every line/point once)",
-    )
+    add_folds_argument(p)
     p.add_argument("--fraction", type=float, default=0.1, help="held-out fraction per fold")
     p.add_argument("--points", type=int, default=7, help="grid points per parameter")
     p.add_argument("--refine", type=int, default=0, help="golden-section steps after the grid")

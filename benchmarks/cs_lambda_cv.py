@@ -4,7 +4,7 @@ For each mask x acceleration, on the central ``--slices`` slices of the `val` vo
 al., MRM 2007) over a 13-point log grid of lambda (1e-4 ... 0.1, four points a decade) with all data,
 scored by volume PSNR against the ground truth; and, at every other grid point (the 7 points that
 ``--auto`` searches), the held-out error of the tuner's default split (folds of 10 % covering every
-outer line of a line mask, 3 folds of a 2-D mask: :data:`mrdiff.tuning.TUNE_SPLIT`; ``--folds 3``: the
+outer line of a line mask, 3 folds of a 2-D mask: :class:`mrdiff.tuning.Split`'s default; ``--folds 3``: the
 default before 2026-12-02) on the central 3 of those slices, with the standard error over the
 (fold, slice) cells that ``tune`` uses, and the folds' energy-pooled error. Also the data residual
 ``||A x - y||^2`` over the noise energy that the measured samples carry (``2 sigma^2`` per complex
@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from benchmarks.tuning_common import (
+    add_folds_argument,
     append_jsonl,
     eval_slices,
     mask_spec,
@@ -37,17 +38,14 @@ from mrdiff.io import center_crop
 from mrdiff.noise import kspace_noise_sigma
 from mrdiff.pipeline import _batch, central_slices, volume_mask
 from mrdiff.tuning import (
-    AUTO,
-    COVER,
     MIN_SKILL_ERROR,
-    POINT_FOLDS,
-    TUNE_SPLIT,
     Split,
     fold_parts,
     fold_ratios,
     holdout_sets,
     pooled_error,
     replaces,
+    standard_error,
 )
 
 GRID = [float(f"{10 ** (-4 + k / 4):.4g}") for k in range(13)]
@@ -62,7 +60,7 @@ def discrepancy(x: torch.Tensor, y: torch.Tensor, op, sigma: torch.Tensor) -> np
     return (res / (count * 2 * sigma**2)).numpy()
 
 
-def run_cell(info, kind: str, accel: float, slices: list[int], split: Split = TUNE_SPLIT) -> dict:
+def run_cell(info, kind: str, accel: float, slices: list[int], split: Split) -> dict:
     """PSNR, discrepancy and (every other grid point) the held-out errors of ``split`` along :data:`GRID`
     (per (fold, slice) cell, with the energies that pool them)."""
     t0, mask, cache = time.perf_counter(), volume_mask(info, mask_spec(kind, accel)), {}
@@ -99,8 +97,8 @@ def would_pick(rec: dict, start: float = DEFAULT_LAMBDA["cs-l1"]) -> dict:
 
 def line(row: dict) -> str:
     """One grid point as a table row: lambda, PSNR, held-out error +- SE, pooled error, discrepancy."""
-    ho, pooled = np.asarray(row.get("heldout", [])), row.get("pooled")
-    cv = f"{ho.mean():.3f} ± {ho.std(ddof=1) / np.sqrt(ho.size):.3f}" if ho.size else ""
+    ho, pooled = torch.tensor(row.get("heldout", []), dtype=torch.float64), row.get("pooled")
+    cv = f"{ho.mean():.3f} ± {standard_error(ho):.3f}" if ho.numel() else ""
     pool = f"{np.mean(pooled):.3f}" if pooled else ""
     return f"| {row['lamda']:.3g} | {row['psnr']:.2f} | {cv} | {pool} | {np.mean(row['discrepancy']):.2f} |"
 
@@ -109,13 +107,7 @@ def line(row: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = val_parser(__doc__, "equispaced,random,poisson", "8,4")
     p.add_argument("--slices", type=int, default=4, help="central val slices scored by PSNR")
-    p.add_argument(
-        "--folds",
-        type=int,
-        default=AUTO,
-        help=f"held-out folds of 10%% (default {AUTO}: the tuner's, every line once on line masks and "
-        f"{POINT_FOLDS} folds on 2-D masks; {COVER}: every line/point once)",
-    )
+    add_folds_argument(p)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     info = val_volume(args.data)

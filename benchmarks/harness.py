@@ -14,7 +14,6 @@ recorded separately.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -162,14 +161,7 @@ def _volume_spec(
         auto = auto_from_settings(m.auto)
         res = pipeline.tune_volume(info, spec, cell.mask_spec, auto, maps_cache, idx, tuning)
         spec = replace(spec, params=res.params)
-        extra["auto"] = {
-            "chosen": res.chosen,
-            "cv_error": res.error,
-            "default_cv_error": None if math.isnan(res.base_error) else res.base_error,
-            "folds_used": res.folds,
-            "trials": res.trials,
-            "seconds": res.seconds,
-        }
+        extra["auto"] = res.record()
     if m.adapt is not None:
         adapt = AdaptSpec.from_settings(m.adapt)
         adapted, extra["adapt"] = pipeline.adapt_volume(info, spec, cell.mask_spec, adapt, maps_cache, idx)

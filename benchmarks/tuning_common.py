@@ -16,6 +16,7 @@ from mrdiff.errors import InputError
 from mrdiff.io import VolumeInfo, center_crop, list_volumes, open_volume, read_slice
 from mrdiff.metrics import volume_metrics
 from mrdiff.pipeline import MaskSpec, central_slices
+from mrdiff.tuning import AUTO, COVER, POINT_FOLDS
 
 
 def one_line_errors(main):
@@ -42,6 +43,17 @@ def val_parser(doc: str, masks: str, accels: str) -> argparse.ArgumentParser:
     p.add_argument("--accels", default=accels, help="comma-separated accelerations")
     p.add_argument("--json", type=Path, default=None, help="append every record here (JSON lines)")
     return p
+
+
+def add_folds_argument(p: argparse.ArgumentParser) -> None:
+    """``--folds``: held-out folds, by default as ``--auto`` (:data:`mrdiff.tuning.AUTO`)."""
+    p.add_argument(
+        "--folds",
+        type=int,
+        default=AUTO,
+        help=f"held-out folds (default {AUTO}: as --auto, every outer line of a line mask once, "
+        f"{POINT_FOLDS} folds of a 2-D mask; {COVER}: every line/point once)",
+    )
 
 
 def val_volume(path) -> VolumeInfo:

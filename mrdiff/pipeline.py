@@ -33,7 +33,6 @@ from mrdiff.operators import CartesianOperator
 from mrdiff.overrides import method_params
 from mrdiff.priors.lora import AdaptedDenoiser, with_adapters
 from mrdiff.tuning import (
-    TUNE_SPLIT,
     Split,
     TuneResult,
     check_tunable,
@@ -88,7 +87,7 @@ class AutoSpec:
     """
 
     tunable: dict | None = None
-    split: Split = TUNE_SPLIT
+    split: Split = Split()
     slices: int = 3
     points: int = 7
     refine: int = 0

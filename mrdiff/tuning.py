@@ -37,23 +37,6 @@ GOLDEN = (math.sqrt(5) - 1) / 2
 Run = Callable[[torch.Tensor, CartesianOperator, dict], torch.Tensor]
 
 
-@dataclass(frozen=True)
-class Split:
-    """How measured k-space is split and scored.
-
-    ``fraction`` of the non-centre samples is held out per fold; ``folds`` disjoint held-out sets are
-    drawn from a generator seeded with ``seed`` (``folds=0``: as many as it takes to hold out every
-    eligible line/point once, :data:`COVER`; ``folds=-1``: that for line masks and 3 for 2-D masks,
-    :data:`AUTO`, the tuner's default). ``pool``: score the folds' energy-pooled error
-    ``sum_f ||M_f (A x_f - y)||^2 / sum_f ||M_f y||^2`` instead of the mean of per-fold ratios (see
-    :func:`split_score`)."""
-
-    fraction: float = 0.1
-    folds: int = 3
-    seed: int = 0
-    pool: bool = False
-
-
 #: ``Split.folds`` value asking for folds that together hold out every eligible line/point once
 COVER = 0
 
@@ -71,8 +54,23 @@ AUTO = -1
 #: folds of a 2-D (point) mask under :data:`AUTO`
 POINT_FOLDS = 3
 
-#: the tuner's default split: 10 % per fold, :data:`AUTO` folds, the mean of per-fold errors
-TUNE_SPLIT = Split(folds=AUTO)
+
+@dataclass(frozen=True)
+class Split:
+    """How measured k-space is split and scored.
+
+    ``fraction`` of the non-centre samples is held out per fold; ``folds`` disjoint held-out sets are
+    drawn from a generator seeded with ``seed`` (``folds=0``: as many as it takes to hold out every
+    eligible line/point once, :data:`COVER`; the default ``folds=-1``, :data:`AUTO`: that for line
+    masks and 3 for 2-D masks). ``pool``: score the folds' energy-pooled error
+    ``sum_f ||M_f (A x_f - y)||^2 / sum_f ||M_f y||^2`` instead of the mean of per-fold ratios (see
+    :func:`split_score`)."""
+
+    fraction: float = 0.1
+    folds: int = AUTO
+    seed: int = 0
+    pool: bool = False
+
 
 #: default held-out error a candidate must beat (by more than one standard error) to replace a start
 #: value: it must predict at least 5 % of the held-out energy. An error of 1 is what predicting zero
@@ -111,6 +109,17 @@ class TuneResult:
     seconds: float
     table: list = field(default_factory=list)
     folds: int = 0
+
+    def record(self) -> dict:
+        """The choice and its cost as plain, JSON-safe values (``default_cv_error`` None when unknown)."""
+        return {
+            "chosen": self.chosen,
+            "cv_error": round(self.error, 6),
+            "default_cv_error": None if math.isnan(self.base_error) else round(self.base_error, 6),
+            "trials": self.trials,
+            "folds_used": self.folds,
+            "seconds": round(self.seconds, 2),
+        }
 
 
 def _mask_2d(mask: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
@@ -358,7 +367,7 @@ def tune(
     y: torch.Tensor,
     op: CartesianOperator,
     tunable: dict,
-    split: Split = TUNE_SPLIT,
+    split: Split = Split(),
     base: dict | None = None,
     points: int = 7,
     refine: int = 0,
@@ -457,12 +466,12 @@ def replaces(
     replaces the current value (``current``, ``current_cells``, paired cell by cell). It must beat
     ``max_error`` by more than its cells' standard error and ``current`` by more than the standard error
     of the paired differences (the one-standard-error rule, ESL Sec. 7.10)."""
-    return max_error - score > _standard_error(cells) and current - score > _standard_error(
+    return max_error - score > standard_error(cells) and current - score > standard_error(
         cells - current_cells
     )
 
 
-def _standard_error(values: torch.Tensor) -> float:
+def standard_error(values: torch.Tensor) -> float:
     """Standard error of the mean of ``values`` (cells, or paired differences of cells; 0 with fewer
     than 2)."""
     if values.numel() < 2:

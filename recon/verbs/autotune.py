@@ -140,14 +140,9 @@ def summary(result: TuneResult, auto: AutoSpec, slices: list[int]) -> dict:
     """What `--auto` chose and what it cost, as plain values (stdout JSON and file attributes)."""
     split = split_attrs(auto.split)
     return {
-        "chosen": result.chosen,
-        "cv_error": round(result.error, 6),
-        "default_cv_error": round(result.base_error, 6),
-        "trials": result.trials,
-        "seconds": round(result.seconds, 2),
+        **result.record(),
         "slices": slices,
         "folds": split["folds"],
-        "folds_used": result.folds,
         "score": split["score"],
         "holdout_fraction": split["fraction"],
         "points": auto.points,
