@@ -70,7 +70,7 @@ def run_cell(info, kind: str, accel: float, slices: list[int], split: Split) -> 
     sets, target = holdout_sets(mask, tuple(y.shape[-2:]), split), targets(info, slices)
     sigma = kspace_noise_sigma(y).double()
     rec = {"snr_db": info.attrs.get("snr_db"), "mask": kind, "accel": accel, "slices": slices, "rows": []}
-    rec["folds"] = len(sets)
+    rec["folds"], rec["region"] = len(sets), split.region
     for i, lam in enumerate(GRID):
         x = cs_l1(y, op, lamda=lam)
         mag = np.stack([center_crop(v, info.recon_size) for v in x.abs().numpy()])
@@ -110,10 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     add_folds_argument(p)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    info = val_volume(args.data)
+    info, split = val_volume(args.data), Split(folds=args.folds, region=args.region)
     for kind in args.masks.split(","):
         for accel in args.accels.split(","):
-            rec = run_cell(info, kind, float(accel), eval_slices(info, args.slices), Split(folds=args.folds))
+            rec = run_cell(info, kind, float(accel), eval_slices(info, args.slices), split)
             best, pick = max(rec["rows"], key=lambda r: r["psnr"]), would_pick(rec)
             head = f"{rec['snr_db']} dB {kind} {float(accel):g}x, {rec['folds']} folds ({rec['seconds']} s)"
             oracle = f"oracle λ {best['lamda']:.3g} ({best['psnr']:.2f} dB)"

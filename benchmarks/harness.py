@@ -33,7 +33,7 @@ from mrdiff.masks import MASK_KINDS, sampling_fraction
 from mrdiff.metrics import volume_metrics
 from mrdiff.pipeline import AutoSpec, MaskSpec, MethodSpec, maps_key, reconstruct_volume, volume_mask
 from mrdiff.provenance import run_record
-from mrdiff.tuning import Split
+from mrdiff.tuning import OUTER, Split
 
 #: fastMRI's centre fractions for 1-D masks (4x: 8%, 8x: 4%); 2-D Poisson keeps an 8% square
 CENTER_FRACTIONS = {4: 0.08, 8: 0.04}
@@ -85,6 +85,7 @@ def auto_settings(auto: AutoSpec) -> dict:
         # only when set, so that cells run before the option existed still resume
         **({} if auto.samples is None else {"samples": auto.samples}),
         **({"pool": True} if auto.split.pool else {}),
+        **({} if auto.split.region == OUTER else {"region": auto.split.region}),
     }
 
 
@@ -92,7 +93,7 @@ def auto_from_settings(d: dict) -> AutoSpec:
     """Inverse of :func:`auto_settings`."""
     t = d["tunable"]
     tunable = None if t is None else {k: None if v is None else tuple(v) for k, v in t.items()}
-    split = Split(d["fraction"], d["folds"], 0, d.get("pool", False))
+    split = Split(d["fraction"], d["folds"], 0, d.get("pool", False), d.get("region", OUTER))
     return AutoSpec(tunable, split, d["slices"], d["points"], d["refine"], d.get("samples"))
 
 

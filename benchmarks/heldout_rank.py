@@ -3,7 +3,8 @@
 For each mask kind, every configuration (methods x parameters) reconstructs a few central `val`
 slices with all data (scored against ground truth: per-slice NMSE, volume PSNR) and once without each
 of the folds that together hold out every measured line/point outside the centre (10 % each,
-``Split(folds=COVER)``). From those fold errors come four no-reference scores:
+``Split(folds=COVER)``), or with ``--region centre`` every line of the fully sampled centre, one per
+fold. From those fold errors come four no-reference scores:
 
 - ``first``: the first fold alone (what ``mrdiff recon`` records as ``heldout_error``);
 - ``mean3``: the mean of the first 3 fold ratios (what ``--auto`` minimises by default);
@@ -33,7 +34,7 @@ import torch
 from benchmarks.tuning_common import eval_slices, mask_spec, psnr, slice_nmse, spearman, targets, val_volume
 from mrdiff.io import center_crop
 from mrdiff.pipeline import MethodSpec, _batch, _runner, volume_mask
-from mrdiff.tuning import COVER, Split, fold_parts, fold_ratios, holdout_sets, pooled_error
+from mrdiff.tuning import CENTRE, COVER, OUTER, Split, fold_parts, fold_ratios, holdout_sets, pooled_error
 
 CLASSICAL = [
     ("zf", {}),
@@ -79,12 +80,15 @@ def scores(num: torch.Tensor, den: torch.Tensor) -> dict:
     }
 
 
-def run_mask(info, kind: str, accel: float, slices: list[int], configs, denoiser_fn) -> dict:
-    """No-reference scores and true NMSE of every configuration on one mask."""
+def run_mask(
+    info, kind: str, accel: float, slices: list[int], configs, denoiser_fn, region: str = OUTER
+) -> dict:
+    """No-reference scores and true NMSE of every configuration on one mask; ``region``: where the folds
+    hold out (``Split.region``; every outer line/point or every centre line once)."""
     target, cache, out = targets(info, slices), {}, []
     mask = volume_mask(info, mask_spec(kind, accel))
     y, op = _batch(info, slices, mask, "cpu", cache)
-    sets = holdout_sets(mask, tuple(y.shape[-2:]), Split(0.1, COVER, 0))
+    sets = holdout_sets(mask, tuple(y.shape[-2:]), Split(0.1, COVER, 0, region=region))
     for name, params, nfe in configs:
         spec = MethodSpec(name, params, denoiser_fn() if nfe else None, nfe or 50)
         run = _runner(spec, info, slices)
@@ -101,7 +105,8 @@ def run_mask(info, kind: str, accel: float, slices: list[int], configs, denoiser
             }
         )
     summary = {score: summarise(out, score) for score in SCORES}
-    return {"mask": kind, "accel": accel, "slices": slices, "folds": len(sets), "rows": out, **summary}
+    head = {"mask": kind, "accel": accel, "slices": slices, "region": region, "folds": len(sets)}
+    return {**head, "rows": out, **summary}
 
 
 def summarise(out: list[dict], score: str) -> dict:
@@ -128,6 +133,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--accel", type=float, default=4.0, help="acceleration")
     p.add_argument("--diffusion", action="store_true", help="add diffusion rows (shipped prior, NFE 10)")
     p.add_argument("--json", type=Path, default=None, help="also write every number here")
+    p.add_argument(
+        "--region",
+        choices=(OUTER, CENTRE),
+        default=OUTER,
+        help="folds hold out every outer line/point (default) or every line of the fully sampled centre",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     info = val_volume(args.data)
@@ -143,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results, t0 = [], time.perf_counter()
     for kind in args.masks.split(","):
-        res = run_mask(info, kind, args.accel, slices, rows(args), denoiser_fn)
+        res = run_mask(info, kind, args.accel, slices, rows(args), denoiser_fn, args.region)
         results.append(res)
         for score in SCORES:
             r = res[score]

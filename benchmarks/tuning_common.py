@@ -16,7 +16,7 @@ from mrdiff.errors import InputError
 from mrdiff.io import VolumeInfo, center_crop, list_volumes, open_volume, read_slice
 from mrdiff.metrics import volume_metrics
 from mrdiff.pipeline import MaskSpec, central_slices
-from mrdiff.tuning import AUTO, COVER, POINT_FOLDS
+from mrdiff.tuning import AUTO, CENTRE, COVER, OUTER, POINT_FOLDS
 
 
 def one_line_errors(main):
@@ -46,13 +46,20 @@ def val_parser(doc: str, masks: str, accels: str) -> argparse.ArgumentParser:
 
 
 def add_folds_argument(p: argparse.ArgumentParser) -> None:
-    """``--folds``: held-out folds, by default as ``--auto`` (:data:`mrdiff.tuning.AUTO`)."""
+    """``--folds``: held-out folds, by default as ``--auto`` (:data:`mrdiff.tuning.AUTO`); ``--region``:
+    where they are drawn (``Split.region``)."""
     p.add_argument(
         "--folds",
         type=int,
         default=AUTO,
         help=f"held-out folds (default {AUTO}: as --auto, every outer line of a line mask once, "
         f"{POINT_FOLDS} folds of a 2-D mask; {COVER}: every line/point once)",
+    )
+    p.add_argument(
+        "--region",
+        choices=(OUTER, CENTRE),
+        default=OUTER,
+        help="held-out samples outside the fully sampled centre (default), or single centre lines",
     )
 
 

@@ -75,6 +75,7 @@ def test_recorded_heldout_error_scores_every_fold(capsys, tmp_path, multicoil_h5
             "folds": int(folds),
             "score": score,
             "seed": 0,
+            "region": "outer",
         }
 
 
@@ -89,6 +90,7 @@ def test_recorded_heldout_error_scores_every_fold(capsys, tmp_path, multicoil_h5
         (["--auto", "--auto-samples", "0"], "--auto-samples"),
         (["--auto", "--auto-folds", "0"], "--auto-folds"),
         (["--heldout-folds", "x"], "--heldout-folds"),
+        (["--auto", "--holdout-region", "centre", "--mask", "poisson"], "line mask"),
     ],
 )
 def test_bad_tuning_requests(capsys, tmp_path, multicoil_h5, extra, message):
@@ -170,3 +172,43 @@ def test_default_auto_folds_cover_every_outer_line(capsys, tmp_path, multicoil_h
     cover = holdout_sets(mask, tuple(info.shape[-2:]), Split(0.1, COVER, 0))
     assert report["folds"] == "auto" and report["folds_used"] == len(cover) > 3
     assert report["trials"] % len(cover) == 0
+
+
+def test_centre_region_tunes_on_centre_lines_and_says_so(capsys, tmp_path, multicoil_h5):
+    """`--holdout-region centre` holds out single lines of the fully sampled centre (one per fold), for
+    the search and for the recorded error, and the report and the bench row name the region."""
+    import mrdiff.pipeline as pipeline
+    from mrdiff.io import open_volume
+    from mrdiff.tuning import AUTO, CENTRE, Split, holdout_sets
+
+    out = tmp_path / "auto.h5"
+    argv = [
+        "recon",
+        multicoil_h5,
+        "--method",
+        "sense",
+        "--out",
+        out,
+        "--accel",
+        "2",
+        "--center-fraction",
+        "0.25",
+    ]
+    code, stdout, err = run(capsys, *argv, "--auto", "--auto-points", "3", "--holdout-region", "centre")
+    assert code == 0, err
+    report = json.loads(stdout.strip().splitlines()[-1])["files"][str(out)]
+    info = open_volume(multicoil_h5)
+    mask = pipeline.volume_mask(info, pipeline.MaskSpec("random", 2, 0.25))
+    sets = holdout_sets(mask, tuple(info.shape[-2:]), Split(0.1, AUTO, 0, region=CENTRE))
+    assert report["auto"]["region"] == "centre" and report["auto"]["folds_used"] == len(sets) >= 3
+    with h5py.File(out) as f:
+        assert json.loads(f.attrs["heldout"])["region"] == "centre"
+    data = tmp_path / "val"
+    data.mkdir()
+    (data / "v0.h5").symlink_to(multicoil_h5)
+    bench = ["bench", "--data", data, "--methods", "sense", "--masks", "equispaced", "--accels", "2"]
+    bench += ["--out", tmp_path / "b", "--auto", "--auto-points", "3", "--holdout-region", "centre"]
+    code, _, err = run(capsys, *bench)
+    assert code == 0, err
+    record = json.loads((tmp_path / "b" / "cells" / "sense+auto__equispaced__2x__s0.json").read_text())
+    assert record["method"]["auto"]["region"] == "centre"

@@ -13,6 +13,8 @@ from mrdiff.noise import complex_randn, make_generator
 from mrdiff.operators import CartesianOperator, conjugate_gradient
 from mrdiff.tuning import (
     AUTO,
+    CENTRE,
+    CENTRE_FOLDS,
     COVER,
     MIN_SKILL_ERROR,
     POINT_FOLDS,
@@ -79,6 +81,46 @@ def test_auto_folds_cover_line_masks_and_sample_point_masks():
     assert len(auto) == POINT_FOLDS and all(torch.equal(a, b) for a, b in zip(auto, three))
     with pytest.raises(InputError, match="folds"):
         holdout_sets(lines, SHAPE, Split(0.15, AUTO - 1, 4))
+
+
+@pytest.mark.parametrize("kind", ["equispaced", "random"])
+def test_centre_region_holds_out_single_centre_lines(kind):
+    shape = (64, 64)
+    mask = make_mask(kind, shape, 4, 0.25, "file.h5")  # a 16-line centre
+    centre = centre_region(mask, shape)
+    lines = int(centre.any(0).sum())
+    assert lines > CENTRE_FOLDS
+    split = Split(folds=AUTO, region=CENTRE)
+    sets, again = (
+        holdout_sets(mask, shape, split),
+        holdout_sets(mask, shape, Split(0.3, AUTO, 7, False, CENTRE)),
+    )
+    assert len(sets) == CENTRE_FOLDS and all(torch.equal(a, b) for a, b in zip(sets, again))
+    total = torch.zeros(shape, dtype=torch.int64)
+    for held in sets:
+        h2 = torch.broadcast_to(held, shape)
+        assert held.shape == mask.shape and h2.any(0).sum() == 1, "one whole line per fold"
+        assert not (h2 & ~centre).any(), "only centre lines"
+        total += h2.long()
+    assert int(total.max()) == 1
+    cols = torch.nonzero(total.any(0)).flatten()
+    first, last = torch.nonzero(centre.any(0)).flatten()[[0, -1]]
+    assert cols[0] == first and cols[-1] == last, "spread over the whole centre"
+    every = holdout_sets(mask, shape, Split(folds=COVER, region=CENTRE))
+    assert torch.equal(sum(torch.broadcast_to(h, shape).long() for h in every), centre.long())
+    assert len(holdout_sets(mask, shape, Split(folds=3, region=CENTRE))) == 3
+
+
+def test_centre_region_refuses_point_masks_and_thin_centres():
+    points = make_mask("poisson", SHAPE, 3, 0.125, "file.h5")
+    with pytest.raises(InputError, match="line mask"):
+        holdout_sets(points, SHAPE, Split(region=CENTRE))
+    thin = torch.zeros(32, dtype=torch.bool)
+    thin[[2, 8, 15, 16, 24]] = True
+    with pytest.raises(InputError, match="nothing to hold out"):
+        holdout_sets(thin, SHAPE, Split(region=CENTRE))
+    with pytest.raises(InputError, match="region"):
+        holdout_sets(points, SHAPE, Split(region="middle"))
 
 
 def test_pooled_score_weights_folds_by_their_energy():

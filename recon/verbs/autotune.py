@@ -8,7 +8,7 @@ from pathlib import Path
 
 from mrdiff.errors import InputError
 from mrdiff.pipeline import AutoSpec
-from mrdiff.tuning import AUTO, COVER, Split, TuneResult
+from mrdiff.tuning import AUTO, CENTRE, COVER, OUTER, Split, TuneResult
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -55,6 +55,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=0.1,
         help="fraction of the measured lines/points outside the centre held out per fold (default 0.1)",
     )
+    g.add_argument(
+        "--holdout-region",
+        choices=(OUTER, CENTRE),
+        default=OUTER,
+        help="hold out measured lines/points outside the fully sampled centre (default), or single lines "
+        "of the centre, one per fold (line masks; --auto-folds auto: at most 8, all: every centre line)",
+    )
 
 
 def _folds(text: str, option: str = "--auto-folds") -> int:
@@ -95,7 +102,7 @@ def heldout_split(args: argparse.Namespace, option: str = "auto_folds") -> Split
     if not 0 < args.holdout_fraction < 1:
         raise InputError(f"--holdout-fraction must be in (0, 1), got {args.holdout_fraction}")
     count = _folds(str(getattr(args, option)), "--" + option.replace("_", "-"))
-    return Split(args.holdout_fraction, count, 0, args.auto_score == "pooled")
+    return Split(args.holdout_fraction, count, 0, args.auto_score == "pooled", args.holdout_region)
 
 
 def split_attrs(split: Split) -> dict:
@@ -105,6 +112,7 @@ def split_attrs(split: Split) -> dict:
         "folds": {COVER: "all", AUTO: "auto"}.get(split.folds, split.folds),
         "score": "pooled" if split.pool else "mean",
         "seed": split.seed,
+        "region": split.region,
     }
 
 
@@ -144,6 +152,7 @@ def summary(result: TuneResult, auto: AutoSpec, slices: list[int]) -> dict:
         "slices": slices,
         "folds": split["folds"],
         "score": split["score"],
+        "region": split["region"],
         "holdout_fraction": split["fraction"],
         "points": auto.points,
         "refine": auto.refine,
