@@ -182,18 +182,8 @@ def test_centre_region_tunes_on_centre_lines_and_says_so(capsys, tmp_path, multi
     from mrdiff.tuning import AUTO, CENTRE, Split, holdout_sets
 
     out = tmp_path / "auto.h5"
-    argv = [
-        "recon",
-        multicoil_h5,
-        "--method",
-        "sense",
-        "--out",
-        out,
-        "--accel",
-        "2",
-        "--center-fraction",
-        "0.25",
-    ]
+    argv = ["recon", multicoil_h5, "--method", "sense", "--out", out, "--accel", "2"]
+    argv += ["--center-fraction", "0.25"]
     code, stdout, err = run(capsys, *argv, "--auto", "--auto-points", "3", "--holdout-region", "centre")
     assert code == 0, err
     report = json.loads(stdout.strip().splitlines()[-1])["files"][str(out)]
