@@ -31,10 +31,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.tuning_common import eval_slices, mask_spec, psnr, slice_nmse, spearman, targets, val_volume
+from benchmarks.tuning_common import (
+    add_region_argument,
+    eval_slices,
+    mask_spec,
+    psnr,
+    slice_nmse,
+    spearman,
+    targets,
+    val_volume,
+)
 from mrdiff.io import center_crop
 from mrdiff.pipeline import MethodSpec, _batch, _runner, volume_mask
-from mrdiff.tuning import CENTRE, COVER, OUTER, Split, fold_parts, fold_ratios, holdout_sets, pooled_error
+from mrdiff.tuning import COVER, OUTER, Split, fold_parts, fold_ratios, holdout_sets, pooled_error
 
 CLASSICAL = [
     ("zf", {}),
@@ -133,12 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--accel", type=float, default=4.0, help="acceleration")
     p.add_argument("--diffusion", action="store_true", help="add diffusion rows (shipped prior, NFE 10)")
     p.add_argument("--json", type=Path, default=None, help="also write every number here")
-    p.add_argument(
-        "--region",
-        choices=(OUTER, CENTRE),
-        default=OUTER,
-        help="folds hold out every outer line/point (default) or every line of the fully sampled centre",
-    )
+    add_region_argument(p)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     info = val_volume(args.data)

@@ -46,8 +46,8 @@ def val_parser(doc: str, masks: str, accels: str) -> argparse.ArgumentParser:
 
 
 def add_folds_argument(p: argparse.ArgumentParser) -> None:
-    """``--folds``: held-out folds, by default as ``--auto`` (:data:`mrdiff.tuning.AUTO`); ``--region``:
-    where they are drawn (``Split.region``)."""
+    """``--folds``: held-out folds, by default as ``--auto`` (:data:`mrdiff.tuning.AUTO`), and
+    :func:`add_region_argument`."""
     p.add_argument(
         "--folds",
         type=int,
@@ -55,6 +55,11 @@ def add_folds_argument(p: argparse.ArgumentParser) -> None:
         help=f"held-out folds (default {AUTO}: as --auto, every outer line of a line mask once, "
         f"{POINT_FOLDS} folds of a 2-D mask; {COVER}: every line/point once)",
     )
+    add_region_argument(p)
+
+
+def add_region_argument(p: argparse.ArgumentParser) -> None:
+    """``--region``: where the held-out folds are drawn (``Split.region``)."""
     p.add_argument(
         "--region",
         choices=(OUTER, CENTRE),
