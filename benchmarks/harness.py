@@ -152,20 +152,24 @@ def _target(info: VolumeInfo, slices: list[int]) -> np.ndarray | None:
 
 
 def _volume_spec(
-    m: MethodConfig, spec: MethodSpec, info, cell: Cell, maps_cache, idx, progress=None
+    m: MethodConfig, spec: MethodSpec, info, cell: Cell, maps_cache, progress=None
 ) -> tuple[MethodSpec, dict]:
     """``spec`` for one volume after the row's per-volume steps: parameters tuned by held-out
-    cross-validation (``auto``), then the prior adapted to the volume (``adapt``); and what they did."""
+    cross-validation (``auto``), then the prior adapted to the volume (``adapt``); and what they did.
+
+    Both work on the central slices of the whole volume, as ``mrdiff recon --auto`` on the file does,
+    not on the central ones of the benchmarked subset (``--slices-per-volume`` spreads those), so a
+    row's choice does not depend on how many slices are scored; ``tuned_slices`` records them."""
     extra = {}
     if m.auto is not None:
         tuning = None if progress is None else lambda p, e: progress(cell.key, {"tuning": p, "cv_error": e})
         auto = auto_from_settings(m.auto)
-        res = pipeline.tune_volume(info, spec, cell.mask_spec, auto, maps_cache, idx, tuning)
+        res = pipeline.tune_volume(info, spec, cell.mask_spec, auto, maps_cache, None, tuning)
         spec = replace(spec, params=res.params)
-        extra["auto"] = res.record()
+        extra["auto"] = {**res.record(), "tuned_slices": pipeline.tuning_slices(info, auto)}
     if m.adapt is not None:
         adapt = AdaptSpec.from_settings(m.adapt)
-        adapted, extra["adapt"] = pipeline.adapt_volume(info, spec, cell.mask_spec, adapt, maps_cache, idx)
+        adapted, extra["adapt"] = pipeline.adapt_volume(info, spec, cell.mask_spec, adapt, maps_cache, None)
         spec = replace(spec, denoiser=adapted)
     return spec, extra
 
@@ -191,7 +195,7 @@ def run_cell(
     with tqdm(total=total, desc=cell.key, unit="slice", leave=False, disable=None) as bar:  # terminals only
         for info in volumes:
             idx = slices[info.path.name]
-            vspec, extra = _volume_spec(m, spec, info, cell, maps_cache, idx, progress)
+            vspec, extra = _volume_spec(m, spec, info, cell, maps_cache, progress)
             result = reconstruct_volume(info, vspec, cell.mask_spec, idx, bar.update, maps_cache=maps_cache)
             attrs = {
                 **run_record(vspec, cell.mask_spec, info.mask is not None),
@@ -268,6 +272,9 @@ def is_current(
         return False
     if slices is not None and not _same_slices(record.get("volumes", []), slices):
         return False
+    rows = record.get("volumes", [])
+    if cell.method.auto is not None and any("tuned_slices" not in r.get("auto", {}) for r in rows):
+        return False  # tuned before 2026-12-02 on the central ones of the scored slices: tune again
     return not cell.method.is_diffusion or prior_sha256 is None or record.get("prior_sha256") == prior_sha256
 
 

@@ -33,6 +33,7 @@ from mrdiff.operators import CartesianOperator
 from mrdiff.overrides import method_params
 from mrdiff.priors.lora import AdaptedDenoiser, with_adapters
 from mrdiff.tuning import (
+    CENTRE,
     Split,
     TuneResult,
     check_tunable,
@@ -107,6 +108,7 @@ class VolumeResult:
     mask: torch.Tensor
     heldout_error: np.ndarray | None = None
     samples: np.ndarray | None = None
+    heldout_note: str | None = None
 
 
 def _registry(module: str, name: str) -> dict:
@@ -498,7 +500,8 @@ def reconstruct_volume(
     (file, slice, mask); see :func:`maps_key`.
 
     ``heldout``: also reconstruct each slice without each held-out fold of this split in turn and
-    record its held-out error per slice (``heldout_error``; NaN when the mask has nothing to hold out),
+    record its held-out error per slice (``heldout_error``; NaN when the mask has nothing to hold out,
+    and ``heldout_note`` says why),
     one fold's ``||M_ho (A x - y)||^2 / ||M_ho y||^2``, scored over the folds as ``--auto`` scores them
     (:func:`mrdiff.tuning.slice_scores`). It costs one more reconstruction per slice and fold and needs
     no ground truth.
@@ -515,7 +518,7 @@ def reconstruct_volume(
         check_prior_fits(spec.denoiser, info)
     mask = volume_mask(info, mask_spec)
     slices = list(range(info.shape[0])) if slices is None else slices
-    sets = _heldout_sets(mask, info, heldout)
+    sets, note = _heldout_sets(mask, info, heldout)
     outs, zfs, stds, res_all, ho_all, kept, nfe, t0 = [], [], [], [], [], [], 0, time.perf_counter()
     for start in range(0, len(slices), max(1, spec.batch)):
         idx = slices[start : start + max(1, spec.batch)]
@@ -551,6 +554,7 @@ def reconstruct_volume(
         mask,
         np.concatenate(ho_all) if heldout is not None else None,
         torch.cat(kept).numpy() if kept else None,
+        note,
     )
 
 
@@ -599,14 +603,22 @@ def _cropped(x: torch.Tensor, info: VolumeInfo) -> torch.Tensor:
     return center_crop(x, info.recon_size).float().cpu().clone()
 
 
-def _heldout_sets(mask, info: VolumeInfo, split: Split | None) -> list:
-    """The held-out sets of ``split`` (empty when there is nothing to hold out or no split)."""
+def _heldout_sets(mask, info: VolumeInfo, split: Split | None) -> tuple[list, str | None]:
+    """The held-out sets of ``split`` and why there are none: ``([], reason)`` when the mask has nothing
+    outside the centre to hold out, ``([], None)`` without a split.
+
+    Raises:
+        InputError: ``split`` asks for :data:`~mrdiff.tuning.CENTRE` lines the mask cannot give (a 2-D
+            mask, a centre of fewer than 3 lines): a region the user chose is an error, not a silent NaN.
+    """
     if split is None:
-        return []
+        return [], None
     try:
-        return holdout_sets(mask, tuple(info.shape[2:]), split)
-    except InputError:
-        return []
+        return holdout_sets(mask, tuple(info.shape[2:]), split), None
+    except InputError as err:
+        if split.region == CENTRE:
+            raise
+        return [], str(err)
 
 
 def _heldout_scores(

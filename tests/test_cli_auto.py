@@ -91,6 +91,8 @@ def test_recorded_heldout_error_scores_every_fold(capsys, tmp_path, multicoil_h5
         (["--auto", "--auto-folds", "0"], "--auto-folds"),
         (["--heldout-folds", "x"], "--heldout-folds"),
         (["--auto", "--holdout-region", "centre", "--mask", "poisson"], "line mask"),
+        # the held-out record alone (no --auto) asks for the region too: an error, not a silent null
+        (["--holdout-region", "centre", "--mask", "poisson"], "line mask"),
     ],
 )
 def test_bad_tuning_requests(capsys, tmp_path, multicoil_h5, extra, message):
@@ -114,7 +116,25 @@ def test_auto_with_nothing_to_hold_out(capsys, tmp_path, make_h5):
         capsys, "recon", path, "--method", "sense", "--out", out
     )  # plain recon still runs
     assert code == 0, err
-    assert json.loads(stdout.strip().splitlines()[-1])["files"][str(out)]["heldout_error"] is None
+    report = json.loads(stdout.strip().splitlines()[-1])["files"][str(out)]
+    assert report["heldout_error"] is None and "nothing to hold out" in report["heldout_note"]
+    with h5py.File(out) as f:
+        assert "nothing to hold out" in f.attrs["heldout_note"]
+
+
+def test_bench_auto_tunes_on_the_volume_centre_not_the_scored_subset(capsys, tmp_path, make_h5):
+    """`--slices-per-volume` spreads the scored slices; `--auto` still tunes on the volume's central
+    slices, as `mrdiff recon --auto` on the whole file does, and the record says which."""
+    data = tmp_path / "val"
+    data.mkdir()
+    make_h5("val/v0.h5", layout="prepared", slices=7, coils=4)
+    argv = ["bench", "--data", data, "--methods", "sense", "--masks", "random", "--accels", "2"]
+    argv += ["--out", tmp_path / "b", "--slices-per-volume", "2", "--auto", "--auto-slices", "1"]
+    argv += ["--auto-folds", "1", "--auto-points", "3"]
+    code, _, err = run(capsys, *argv)
+    assert code == 0, err
+    row = json.loads((tmp_path / "b" / "cells" / "sense+auto__random__2x__s0.json").read_text())["volumes"][0]
+    assert row["auto"]["tuned_slices"] == [3] and 3 not in row["slices"]  # the middle of 0..6, not scored
 
 
 def test_bench_auto_rows_record_their_choice(capsys, tmp_path, make_h5):

@@ -194,6 +194,8 @@ def _run_one(args, path: Path, out_path: Path, spec: MethodSpec, bar, auto, adap
         mean = float(np.mean(result.heldout_error))
         report["heldout_error"] = attrs["heldout_error"] = None if np.isnan(mean) else round(mean, 6)
         report["heldout"] = autotune.split_attrs(args.heldout)
+        if result.heldout_note:
+            report["heldout_note"] = result.heldout_note  # why heldout_error is null
     attrs.update(report)
     if slices is not None:
         attrs["slices"] = slices  # `mrdiff eval` compares these target slices only
