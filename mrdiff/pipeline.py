@@ -16,7 +16,7 @@ import importlib
 import inspect
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -279,12 +279,21 @@ INIT_REFINE = 3
 
 
 def tune_inits(
-    spec: MethodSpec, info: VolumeInfo, idx: list[int], y, op, values, auto: AutoSpec, progress=None
+    spec: MethodSpec,
+    info: VolumeInfo,
+    idx: list[int],
+    y,
+    op,
+    values,
+    auto: AutoSpec,
+    progress=None,
+    memo: Callable[[str], MutableMapping] | None = None,
 ) -> tuple[dict, dict]:
     """Tune every candidate initialiser that declares tunables on its own held-out error, so that
     the choice between initialisers compares each at its best (e.g. CS-L1 at its cross-validated
     lambda against the U-Net). Returns ``{candidate: chosen}`` and ``{candidate: its TuneResult}``
-    for the candidates searched."""
+    for the candidates searched. ``memo(stage)``: :func:`mrdiff.tuning.tune`'s memo for the stage
+    ``"init-<candidate>"``."""
     inits, runs = {}, {}
     for name in values:
         declared = method_tunable(name)
@@ -303,6 +312,7 @@ def tune_inits(
             auto.points,
             max(auto.refine, INIT_REFINE),
             progress=labelled,
+            memo=None if memo is None else memo(f"init-{name}"),
         )
         inits[name], runs[name] = res.chosen, res
     return inits, runs
@@ -316,6 +326,7 @@ def tune_volume(
     maps_cache: dict | None = None,
     slices: list[int] | None = None,
     progress: Callable[[dict, float], None] | None = None,
+    memo: Callable[[str], MutableMapping] | None = None,
 ) -> TuneResult:
     """Choose ``spec``'s parameters for one volume by held-out k-space cross-validation
     (:func:`mrdiff.tuning.tune`) on ``auto.slices`` central slices (of ``slices``, default all)
@@ -326,7 +337,9 @@ def tune_volume(
     its best; ``chosen`` then also holds the chosen initialiser's ``init_*`` values, and
     ``base_error`` is that of the starting parameters with the tuned initialiser. ``trials``,
     ``seconds`` and ``table`` cover both stages. ``progress(params, error)`` follows every candidate
-    (an initialiser's own search with ``"init"`` in ``params``)."""
+    (an initialiser's own search with ``"init"`` in ``params``). ``memo(stage)``: a store of scored
+    candidates per stage (``"method"``, ``"init-<candidate>"``; e.g. a :class:`mrdiff.tuning.TrialLog`),
+    so that an interrupted search resumes (:func:`mrdiff.tuning.tune`)."""
     tunable = check_auto(info, spec, mask_spec, auto)
     mask = volume_mask(info, mask_spec)
     idx = tuning_slices(info, auto, slices)
@@ -334,9 +347,10 @@ def tune_volume(
     base = {**method_defaults(spec.name), **spec.params}
     inits, first = None, {}
     if "init" in tunable:
-        inits, first = tune_inits(spec, info, idx, y, op, tunable["init"][0], auto, progress)
+        inits, first = tune_inits(spec, info, idx, y, op, tunable["init"][0], auto, progress, memo)
     run = _runner(spec if auto.samples is None else replace(spec, samples=auto.samples), info, idx, inits)
-    res = tune(run, y, op, tunable, auto.split, base, auto.points, auto.refine, progress=progress)
+    stage = None if memo is None else memo("method")
+    res = tune(run, y, op, tunable, auto.split, base, auto.points, auto.refine, progress=progress, memo=stage)
     if inits is None:
         return res
     params = with_init_params(spec.name, res.params, inits)
@@ -349,6 +363,7 @@ def tune_volume(
         chosen=chosen,
         trials=sum(r.trials for r in runs),
         seconds=sum(r.seconds for r in runs),
+        reused=sum(r.reused for r in runs),
         table=table,
     )
 

@@ -20,10 +20,13 @@ scale of ``y``. A method declares its searchable parameters as ``{name: (lo, hi,
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -105,10 +108,12 @@ class TuneResult:
         chosen: only the tuned parameters and their chosen values.
         error: held-out score of ``params`` (:func:`split_score` of the split's folds).
         base_error: the same for the starting parameters (``nan`` if a start value was out of range).
-        trials: reconstructions run (candidates x folds).
+        trials: reconstructions run (candidates x folds), not counting those read from a ``memo``.
         seconds: wall time of the search.
         table: every candidate evaluated, ``[{"params": {...}, "error": e}, ...]``.
         folds: held-out sets the split gave (with :data:`COVER` / :data:`AUTO`, known only here).
+        reused: reconstructions (candidates x folds) whose scores came from a ``memo`` (an earlier,
+            interrupted search of the same request) instead of being run.
     """
 
     params: dict
@@ -119,9 +124,11 @@ class TuneResult:
     seconds: float
     table: list = field(default_factory=list)
     folds: int = 0
+    reused: int = 0
 
     def record(self) -> dict:
-        """The choice and its cost as plain, JSON-safe values (``default_cv_error`` None when unknown)."""
+        """The choice and its cost as plain, JSON-safe values (``default_cv_error`` None when unknown;
+        ``reused_trials`` only when a memo supplied some)."""
         return {
             "chosen": self.chosen,
             "cv_error": round(self.error, 6),
@@ -129,7 +136,70 @@ class TuneResult:
             "trials": self.trials,
             "folds_used": self.folds,
             "seconds": round(self.seconds, 2),
+            **({"reused_trials": self.reused} if self.reused else {}),
         }
+
+
+class TrialLog(MutableMapping):
+    """A :func:`tune` ``memo`` kept in a JSON-lines file, so that a search cut off after hours resumes
+    where it stopped instead of starting again.
+
+    The first line is ``{"context": ...}``: whatever decides a candidate's score besides its parameters
+    (method, mask, slices, split, prior...). A file whose context differs, or that cannot be read, is
+    started afresh; a line cut short by a kill is skipped. Each scored candidate is appended and synced
+    at once (``{"params": [[name, value], ...], "error": e, "cells": [...]}``), so the file also keeps
+    the whole search, with its per-(fold, item) errors, for later analysis."""
+
+    def __init__(self, path: str | Path, context: dict):
+        self.path, self.entries = Path(path), {}
+        header = json.dumps({"context": context}, sort_keys=True, default=str)
+        text = self.path.read_text() if self.path.is_file() else ""
+        lines = text.splitlines()
+        if lines and lines[0] == header:
+            if not text.endswith("\n"):
+                with self.path.open("a") as f:
+                    f.write("\n")  # end the line a kill cut short, so the next entry starts its own
+            for line in lines[1:]:
+                try:
+                    row = json.loads(line)
+                    key = tuple((k, _frozen(v)) for k, v in row["params"])
+                    self.entries[key] = (float(row["error"]), torch.tensor(row["cells"], dtype=torch.float64))
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line cut short by an interruption
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(header + "\n")
+
+    def __getitem__(self, key):
+        return self.entries[key]
+
+    def __setitem__(self, key, value):
+        error, cells = value
+        row = {"params": [list(kv) for kv in key], "error": float(error), "cells": cells.tolist()}
+        with self.path.open("a") as f:
+            f.write(json.dumps(row, default=_plain) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.entries[key] = value
+
+    def __delitem__(self, key):
+        raise TypeError("a TrialLog only grows")
+
+    def __iter__(self):
+        return iter(self.entries)
+
+    def __len__(self):
+        return len(self.entries)
+
+
+def _plain(value):
+    """A numpy scalar as the Python number it holds, anything else as its string (for ``json.dumps``)."""
+    return value.item() if hasattr(value, "item") else str(value)
+
+
+def _frozen(value):
+    """A JSON-loaded parameter value as a hashable one (lists become tuples)."""
+    return tuple(_frozen(v) for v in value) if isinstance(value, list) else value
 
 
 def _mask_2d(mask: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
@@ -427,6 +497,7 @@ def tune(
     refine: int = 0,
     max_error: float = MIN_SKILL_ERROR,
     progress: Callable[[dict, float], None] | None = None,
+    memo: MutableMapping | None = None,
 ) -> TuneResult:
     """Choose parameters of ``run`` by held-out k-space cross-validation (coordinate-wise search).
 
@@ -461,6 +532,8 @@ def tune(
         max_error: held-out error a candidate must beat to replace a current value.
         progress: called as ``progress(values, error)`` after each new candidate is scored (``values``:
             its tuned parameters).
+        memo: scores of candidates already run for this same request (e.g. a :class:`TrialLog` of an
+            interrupted search), read instead of running them again; new scores are added to it.
 
     Returns:
         :class:`TuneResult`.
@@ -469,14 +542,21 @@ def tune(
         raise InputError(f"tuning needs at least 2 grid points, got {points}")
     t0, sets = time.perf_counter(), holdout_sets(op.mask, tuple(y.shape[-2:]), split)
     cache: dict = {}  # candidate -> (score, its per-(fold, item) errors for the standard errors)
+    memo = {} if memo is None else memo
+    reused = 0
 
     def scored(params: dict) -> tuple[float, torch.Tensor]:
+        nonlocal reused
         key = tuple(sorted(params.items()))
-        if key not in cache:
-            num, den = fold_parts(run, y, op, params, sets)
-            cache[key] = (split_score(num, den, split.pool), fold_ratios(num, den).flatten())
-            if progress is not None:
-                progress({k: params[k] for k in tunable if k in params}, cache[key][0])
+        if key in cache:
+            return cache[key]
+        if key in memo:
+            cache[key], reused = memo[key], reused + 1
+            return cache[key]
+        num, den = fold_parts(run, y, op, params, sets)
+        cache[key] = memo[key] = (split_score(num, den, split.pool), fold_ratios(num, den).flatten())
+        if progress is not None:
+            progress({k: params[k] for k in tunable if k in params}, cache[key][0])
         return cache[key]
 
     def score(params: dict) -> float:
@@ -501,15 +581,17 @@ def tune(
         if current.get(name) is None or beats(trial, current):
             current[name] = best
     table = [{"params": dict(k), "error": e} for k, (e, _) in cache.items()]
+    error = score(current)
     return TuneResult(
         current,
         {k: current[k] for k in tunable},
-        score(current),
+        error,
         base_error,
-        len(cache) * len(sets),
+        (len(cache) - reused) * len(sets),
         time.perf_counter() - t0,
         table,
         len(sets),
+        reused * len(sets),
     )
 
 

@@ -137,6 +137,34 @@ def test_bench_auto_tunes_on_the_volume_centre_not_the_scored_subset(capsys, tmp
     assert row["auto"]["tuned_slices"] == [3] and 3 not in row["slices"]  # the middle of 0..6, not scored
 
 
+def test_bench_auto_resumes_a_search_cut_off_mid_cell(capsys, tmp_path, make_h5):
+    """The cell's candidates are kept under OUT/tuning/; a cell that did not finish (here: its record
+    removed) tunes again from them without rerunning one, and chooses the same."""
+    data = tmp_path / "val"
+    data.mkdir()
+    make_h5("val/v0.h5", layout="prepared", slices=2, coils=4)
+    out = tmp_path / "bench"
+    argv = ["bench", "--data", data, "--methods", "sense", "--masks", "random", "--accels", "2", "--out", out]
+    argv += ["--auto", "--auto-folds", "1", "--auto-points", "3"]
+    cell = out / "cells" / "sense+auto__random__2x__s0.json"
+    code, _, err = run(capsys, *argv)
+    assert code == 0, err
+    first = json.loads(cell.read_text())["volumes"][0]["auto"]
+    logs = list((out / "tuning" / cell.stem).glob("v0.method.jsonl"))
+    assert (
+        len(logs) == 1 and len(logs[0].read_text().splitlines()) == 1 + first["trials"]
+    )  # header + 1 fold each
+    cell.unlink()
+    events = len((out / "bench.log").read_text().splitlines())
+    code, _, err = run(capsys, *argv)
+    assert code == 0, err
+    again = json.loads(cell.read_text())["volumes"][0]["auto"]
+    assert again["chosen"] == first["chosen"] and again["trials"] == 0
+    assert again["reused_trials"] == first["trials"]
+    new = [json.loads(x) for x in (out / "bench.log").read_text().splitlines()[events:]]
+    assert not [e for e in new if "tuning" in e]  # nothing was reconstructed again
+
+
 def test_bench_auto_rows_record_their_choice(capsys, tmp_path, make_h5):
     data = tmp_path / "val"
     data.mkdir()

@@ -19,6 +19,7 @@ from mrdiff.tuning import (
     MIN_SKILL_ERROR,
     POINT_FOLDS,
     Split,
+    TrialLog,
     centre_region,
     check_tunable,
     fit_operator,
@@ -208,6 +209,48 @@ def test_tune_finds_the_wiener_lambda():
     assert abs(math.log10(res.chosen["lamda"] / 0.2)) < 0.15, res.table  # measured: 0.186
     assert res.error <= res.base_error and res.trials == len(calls) and res.params == res.chosen
     assert res.error < min(t["error"] for t in res.table if t["params"]["lamda"] in (1e-3, 10.0))
+
+
+def test_an_interrupted_search_resumes_from_its_trial_log(tmp_path):
+    """A search cut off part-way (here: the run fails on its 6th reconstruction) leaves its scored
+    candidates in the log; the rerun reads them, runs only the rest, and ends where an uninterrupted
+    search ends. Another context, or a line cut short, is not trusted."""
+    y, op = _tikhonov_problem(signal_var=1.0, noise_var=0.2)
+    args = (y, op, {"lamda": (1e-3, 10.0, "log")}, Split(0.2, 3, 0), {"lamda": 1e-3}, 5)
+    whole = tune(lambda yf, fit, p: _tikhonov(yf, fit, p), *args, refine=2)
+    calls, path, context = [], tmp_path / "t" / "log.jsonl", {"volume": "a.h5", "slices": [1, 2]}
+
+    def failing(yf, fit, params):
+        calls.append(params["lamda"])
+        if len(calls) == 6:
+            raise KeyboardInterrupt
+        return _tikhonov(yf, fit, params)
+
+    with pytest.raises(KeyboardInterrupt):
+        tune(failing, *args, refine=2, memo=TrialLog(path, context))
+    assert len(path.read_text().splitlines()) == 1 + 5 // 3  # the header and one whole candidate (3 folds)
+    with path.open("a") as f:
+        f.write('{"params": [["lamda", 0.5')  # a line cut short by a kill
+    calls.clear()
+    resumed = tune(
+        lambda yf, fit, p: calls.append(p) or _tikhonov(yf, fit, p),
+        *args,
+        refine=2,
+        memo=TrialLog(path, context),
+    )
+    assert resumed.params == whole.params and resumed.error == pytest.approx(whole.error)
+    assert resumed.reused == 3 and resumed.trials == whole.trials - 3 == len(calls)
+    assert resumed.record()["reused_trials"] == 3 and "reused_trials" not in whole.record()
+    calls.clear()
+    again = tune(
+        lambda yf, fit, p: calls.append(p) or _tikhonov(yf, fit, p),
+        *args,
+        refine=2,
+        memo=TrialLog(path, context),
+    )
+    assert not calls and again.trials == 0 and again.params == whole.params  # all read back
+    other = TrialLog(path, {**context, "slices": [2, 3]})
+    assert len(other) == 0 and len(path.read_text().splitlines()) == 1  # another request: started afresh
 
 
 def test_pooled_cover_tuning_scores_what_fold_parts_pools():
