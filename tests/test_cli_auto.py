@@ -34,6 +34,47 @@ def test_recon_auto_writes_chosen_params_and_heldout_error(capsys, tmp_path, mul
         assert float(f.attrs["heldout_error"]) == pytest.approx(report["heldout_error"], rel=1e-4)
 
 
+def test_recon_auto_resumes_its_search_with_resume(capsys, tmp_path, multicoil_h5, monkeypatch):
+    """Killed after tuning (here: before the write), `recon --auto` leaves OUT.tuning/; `--resume` reads
+    the scored candidates back instead of running them, and the log goes once the output is written."""
+    import recon.verbs.recon as verb
+
+    out, logs = tmp_path / "auto.h5", tmp_path / "auto.h5.tuning"
+    argv = [
+        "recon",
+        multicoil_h5,
+        "--method",
+        "sense",
+        "--out",
+        out,
+        "--accel",
+        "2",
+        "--center-fraction",
+        "0.125",
+    ]
+    argv += ["--auto", "--auto-folds", "2", "--auto-points", "3"]
+
+    def killed(*_, **__):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(verb, "write_reconstruction", killed)
+        assert run(capsys, *argv)[0] == 130  # interrupted
+    assert not out.exists() and len(list(logs.glob("method.jsonl"))) == 1
+    scored = len((logs / "method.jsonl").read_text().splitlines()) - 1
+    code, stdout, err = run(capsys, *argv, "--resume")
+    assert code == 0, err
+    auto = json.loads(stdout.strip().splitlines()[-1])["files"][str(out)]["auto"]
+    assert auto["trials"] == 0 and auto["reused_trials"] == 2 * scored >= 6
+    assert "tuning" not in err and not logs.exists()
+    out.unlink()
+    with monkeypatch.context() as m:
+        m.setattr(verb, "write_reconstruction", killed)
+        assert run(capsys, *argv)[0] == 130  # interrupted
+    code, stdout, err = run(capsys, *argv)  # without --resume the search starts again
+    assert code == 0 and json.loads(stdout.strip().splitlines()[-1])["files"][str(out)]["auto"]["trials"] > 0
+
+
 FLAGS = ["--accel", "2", "--center-fraction", "0.125", "--holdout-fraction", "0.3"]
 
 
@@ -102,7 +143,7 @@ def test_bad_tuning_requests(capsys, tmp_path, multicoil_h5, extra, message):
         argv = ["recon", multicoil_h5, "--out", out, *extra]
     code, _, err = run(capsys, *argv)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
-    assert not out.exists() and not list(tmp_path.glob("*.partial"))
+    assert not out.exists() and not list(tmp_path.glob("*.partial")) and not list(tmp_path.glob("*.tuning"))
 
 
 def test_auto_with_nothing_to_hold_out(capsys, tmp_path, make_h5):
@@ -112,6 +153,7 @@ def test_auto_with_nothing_to_hold_out(capsys, tmp_path, make_h5):
     out = tmp_path / "o" / "r.h5"
     code, _, err = run(capsys, "recon", path, "--method", "sense", "--out", out, "--auto")
     assert code == 2 and "nothing to hold out" in err and not out.exists()
+    assert not (out.parent / "r.h5.tuning").exists()
     code, stdout, err = run(
         capsys, "recon", path, "--method", "sense", "--out", out
     )  # plain recon still runs

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from types import MappingProxyType
 
@@ -33,7 +34,8 @@ from mrdiff.pipeline import (
     tune_volume,
     tuning_slices,
 )
-from mrdiff.provenance import mismatch, request_of, run_record
+from mrdiff.provenance import REQUEST_KEYS, mismatch, request_of, run_record
+from mrdiff.tuning import TrialLog
 from recon.verbs import SUMMARIES, autotune
 from recon.verbs.adapt import adapt_spec
 from recon.verbs.adapt import add_arguments as add_adapt_arguments
@@ -89,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume",
         action="store_true",
         help="skip inputs whose output is a finished run of this same request (method, parameters, NFE, "
-        "samples, seeds, mask, prior, slices, --auto); any other existing output is redone",
+        "samples, seeds, mask, prior, slices, --auto); any other existing output is redone, and an "
+        "--auto search cut off mid-file goes on from the candidates it had scored (OUT.tuning/)",
     )
     p.add_argument(
         "--keep-going",
@@ -168,17 +171,32 @@ def _mask_spec(args) -> MaskSpec:
     return MaskSpec(args.mask, args.accel, args.center_fraction, args.mask_seed)
 
 
+def _trial_logs(args, path: Path, out_path: Path, info, spec: MethodSpec, auto, tuned: list[int]):
+    """``--auto``'s scored candidates, kept in ``OUT.tuning/<stage>.jsonl`` until the output is written,
+    so that a search cut off mid-file resumes with ``--resume`` (:class:`mrdiff.tuning.TrialLog`; a log
+    of another request is started afresh). Without ``--resume`` an old log is discarded."""
+    directory = out_path.with_name(out_path.name + ".tuning")
+    if not args.resume:
+        shutil.rmtree(directory, ignore_errors=True)
+    record = run_record(spec, _mask_spec(args), info.mask is not None)
+    context = {k: record[k] for k in REQUEST_KEYS}
+    context.update(input=str(path.resolve()), prior=record["prior"], device=spec.device)
+    context.update(auto=asdict(auto), tuned_slices=tuned)
+    return directory, lambda stage: TrialLog(directory / f"{stage}.jsonl", {**context, "stage": stage})
+
+
 def _run_one(args, path: Path, out_path: Path, spec: MethodSpec, bar, auto, adapt) -> dict:
     info = open_volume(path)
     mask_spec = _mask_spec(args)
     slices = _slices(args.slices, info.shape[0])
-    report, maps_cache, asked = {}, {}, dict(spec.params)
+    report, maps_cache, asked, logs = {}, {}, dict(spec.params), None
     if auto is not None:
-        tuned = tune_volume(
-            info, spec, mask_spec, auto, maps_cache, slices, autotune.progress_line(path, bar)
-        )
+        tuned_slices = tuning_slices(info, auto, slices)
+        logs, memo = _trial_logs(args, path, out_path, info, spec, auto, tuned_slices)
+        progress = autotune.progress_line(path, bar)
+        tuned = tune_volume(info, spec, mask_spec, auto, maps_cache, slices, progress, memo)
         spec = replace(spec, params=tuned.params)
-        report["auto"] = autotune.summary(tuned, auto, tuning_slices(info, auto, slices))
+        report["auto"] = autotune.summary(tuned, auto, tuned_slices)
     if adapt is not None:
         adapted, report["adapt"] = adapt_volume(info, spec, mask_spec, adapt, maps_cache, slices)
         spec = replace(spec, denoiser=adapted)
@@ -200,6 +218,8 @@ def _run_one(args, path: Path, out_path: Path, spec: MethodSpec, bar, auto, adap
     if slices is not None:
         attrs["slices"] = slices  # `mrdiff eval` compares these target slices only
     write_reconstruction(out_path, result.reconstruction, attrs, extras)
+    if logs is not None:
+        shutil.rmtree(logs, ignore_errors=True)  # the output now holds the choice
     if args.png:
         from recon.verbs.figures import slice_figures
 
