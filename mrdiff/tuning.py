@@ -153,7 +153,10 @@ class TrialLog(MutableMapping):
     def __init__(self, path: str | Path, context: dict):
         self.path, self.entries = Path(path), {}
         header = json.dumps({"context": context}, sort_keys=True, default=str)
-        text = self.path.read_text() if self.path.is_file() else ""
+        try:
+            text = self.path.read_text() if self.path.is_file() else ""
+        except (OSError, UnicodeDecodeError):
+            text = ""  # unreadable: started afresh below
         lines = text.splitlines()
         if lines and lines[0] == header:
             if not text.endswith("\n"):
