@@ -32,7 +32,7 @@ from mrdiff.io import VolumeInfo, center_crop, read_slice, write_reconstruction
 from mrdiff.masks import MASK_KINDS, sampling_fraction
 from mrdiff.metrics import volume_metrics
 from mrdiff.pipeline import AutoSpec, MaskSpec, MethodSpec, maps_key, reconstruct_volume, volume_mask
-from mrdiff.provenance import run_record
+from mrdiff.provenance import run_record, tuning_context
 from mrdiff.tuning import OUTER, Split, TrialLog
 
 #: fastMRI's centre fractions for 1-D masks (4x: 8%, 8x: 4%); 2-D Poisson keeps an 8% square
@@ -151,27 +151,6 @@ def _target(info: VolumeInfo, slices: list[int]) -> np.ndarray | None:
     return np.stack([center_crop(read_slice(info, s).target.numpy(), info.recon_size) for s in slices])
 
 
-def _trial_logs(
-    trials: Path, cell: Cell, spec: MethodSpec, info, tuned: list[int]
-) -> Callable[[str], TrialLog]:
-    """``stage -> TrialLog`` under ``trials/<cell>/<volume>.<stage>.jsonl``, for :func:`pipeline.tune_volume`:
-    an ``--auto`` search cut off mid-cell resumes from the candidates it had scored. The context is
-    everything besides a candidate's parameters that decides its score (the row's settings, the mask,
-    seed, device, prior and tuned slices); a search under another context starts afresh."""
-    context = {
-        "method": asdict(cell.method),
-        "mask": asdict(cell.mask_spec),
-        "seed": cell.seed,
-        "device": spec.device,
-        "prior_sha256": getattr(spec.denoiser, "sha256", "") if cell.method.is_diffusion else "",
-        "volume": info.path.name,
-        "tuned_slices": tuned,
-    }
-    return lambda stage: TrialLog(
-        trials / cell.key / f"{info.path.stem}.{stage}.jsonl", {**context, "stage": stage}
-    )
-
-
 def _volume_spec(
     m: MethodConfig, spec: MethodSpec, info, cell: Cell, maps_cache, progress=None, trials: Path | None = None
 ) -> tuple[MethodSpec, dict]:
@@ -181,13 +160,17 @@ def _volume_spec(
     Both work on the central slices of the whole volume, as ``mrdiff recon --auto`` on the file does,
     not on the central ones of the benchmarked subset (``--slices-per-volume`` spreads those), so a
     row's choice does not depend on how many slices are scored; ``tuned_slices`` records them.
-    ``trials``: where the search keeps its scored candidates (:func:`_trial_logs`; None: nowhere)."""
+    ``trials``: where the search keeps its scored candidates, ``trials/<cell>/<volume>.<stage>.jsonl``
+    (:class:`mrdiff.tuning.TrialLog`), so that a cell cut off mid-search resumes (None: nowhere)."""
     extra = {}
     if m.auto is not None:
         tuning = None if progress is None else lambda p, e: progress(cell.key, {"tuning": p, "cv_error": e})
         auto = auto_from_settings(m.auto)
         tuned = pipeline.tuning_slices(info, auto)
-        memo = None if trials is None else _trial_logs(trials, cell, spec, info, tuned)
+        memo = None
+        if trials is not None:
+            context = tuning_context(spec, cell.mask_spec, info.mask is not None, auto, info.path.name, tuned)
+            memo = TrialLog.stages(trials / cell.key, context, f"{info.path.stem}.")
         res = pipeline.tune_volume(info, spec, cell.mask_spec, auto, maps_cache, None, tuning, memo)
         spec = replace(spec, params=res.params)
         extra["auto"] = {**res.record(), "tuned_slices": tuned}

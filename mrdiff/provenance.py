@@ -12,12 +12,14 @@ from __future__ import annotations
 import functools
 import json
 import subprocess
+from dataclasses import asdict
 from pathlib import Path
 
 import h5py
 
 from mrdiff import __version__
 from mrdiff.pipeline import (
+    AutoSpec,
     MaskSpec,
     MethodSpec,
     diffusion_methods,
@@ -115,6 +117,24 @@ def run_record(spec: MethodSpec, mask_spec: MaskSpec, mask_from_file: bool) -> d
 
 #: the attributes that identify a request (what ``--resume`` compares; costs and timings excluded)
 REQUEST_KEYS = ("method", "params_set", "nfe_requested", "samples", "seed", "mask_spec")
+
+
+def tuning_context(
+    spec: MethodSpec, mask_spec: MaskSpec, mask_from_file: bool, auto: AutoSpec, volume: str, tuned: list[int]
+) -> dict:
+    """What decides an ``--auto`` candidate's held-out score besides its parameters: the request
+    (:data:`REQUEST_KEYS`), the prior's weights and calibration (not its path, so a log survives a new
+    clone), the device, the search settings, the volume and the tuned slices. The header of a
+    :class:`mrdiff.tuning.TrialLog`; ``mrdiff recon`` and ``mrdiff bench`` both use it."""
+    record = run_record(spec, mask_spec, mask_from_file)
+    return {
+        **{k: record[k] for k in REQUEST_KEYS},
+        "prior": {k: v for k, v in record["prior"].items() if k != "file"},
+        "device": spec.device,
+        "auto": asdict(auto),
+        "volume": volume,
+        "tuned_slices": list(tuned),
+    }
 
 
 def request_of(

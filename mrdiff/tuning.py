@@ -173,6 +173,12 @@ class TrialLog(MutableMapping):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_text(header + "\n")
 
+    @staticmethod
+    def stages(directory: str | Path, context: dict, prefix: str = "") -> Callable[[str], TrialLog]:
+        """``stage -> TrialLog`` at ``directory/<prefix><stage>.jsonl`` with ``context`` plus the stage:
+        the ``memo`` factory :func:`mrdiff.pipeline.tune_volume` takes (one log per search stage)."""
+        return lambda stage: TrialLog(Path(directory) / f"{prefix}{stage}.jsonl", {**context, "stage": stage})
+
     def __getitem__(self, key):
         return self.entries[key]
 

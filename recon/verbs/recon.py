@@ -6,7 +6,7 @@ import argparse
 import json
 import shutil
 import sys
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 
@@ -34,7 +34,7 @@ from mrdiff.pipeline import (
     tune_volume,
     tuning_slices,
 )
-from mrdiff.provenance import REQUEST_KEYS, mismatch, request_of, run_record
+from mrdiff.provenance import mismatch, request_of, run_record, tuning_context
 from mrdiff.tuning import TrialLog
 from recon.verbs import SUMMARIES, autotune
 from recon.verbs.adapt import adapt_spec
@@ -178,11 +178,8 @@ def _trial_logs(args, path: Path, out_path: Path, info, spec: MethodSpec, auto, 
     directory = out_path.with_name(out_path.name + ".tuning")
     if not args.resume:
         shutil.rmtree(directory, ignore_errors=True)
-    record = run_record(spec, _mask_spec(args), info.mask is not None)
-    context = {k: record[k] for k in REQUEST_KEYS}
-    context.update(input=str(path.resolve()), prior=record["prior"], device=spec.device)
-    context.update(auto=asdict(auto), tuned_slices=tuned)
-    return directory, lambda stage: TrialLog(directory / f"{stage}.jsonl", {**context, "stage": stage})
+    context = tuning_context(spec, _mask_spec(args), info.mask is not None, auto, path.name, tuned)
+    return directory, TrialLog.stages(directory, context)
 
 
 def _run_one(args, path: Path, out_path: Path, spec: MethodSpec, bar, auto, adapt) -> dict:
