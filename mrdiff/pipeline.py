@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import inspect
+import math
 import time
 import warnings
 from collections.abc import Callable, MutableMapping
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 
 from mrdiff.adapt import AdapterFit, AdaptSpec
-from mrdiff.baselines import BASELINES, DEFAULT_LAMBDA, TUNABLE
+from mrdiff.baselines import BASELINES, DEFAULT_LAMBDA, NOISE_LAMBDA, TUNABLE, noise_lambda
 from mrdiff.coils import estimate_maps
 from mrdiff.errors import InputError
 from mrdiff.io import VolumeInfo, center_crop, read_slice
@@ -155,6 +156,20 @@ def method_defaults(name: str) -> dict:
         return {**out, "lamda": DEFAULT_LAMBDA[name]} if name in DEFAULT_LAMBDA else out
     cls = diffusion_methods().get(name)
     return dict(cls.defaults) if cls is not None else {}
+
+
+def search_start(name: str, y: torch.Tensor, op: CartesianOperator) -> dict:
+    """Where an ``--auto`` search starts: :func:`method_defaults`, with the values that are read off the
+    scan itself in their place (CS-L1's lambda in proportion to the measured noise,
+    :func:`mrdiff.baselines.noise_lambda`). The start is what :func:`mrdiff.tuning.tune` keeps unless a
+    candidate beats it by more than its standard errors. Data with no measurable noise (a noiseless
+    simulation) keep the default; the value is held inside the declared range."""
+    start = method_defaults(name)
+    if name in NOISE_LAMBDA:
+        lam, (lo, hi) = noise_lambda(y, op, NOISE_LAMBDA[name]), TUNABLE[name]["lamda"][:2]
+        if math.isfinite(lam) and lam > 0:
+            start["lamda"] = min(max(lam, lo), hi)
+    return start
 
 
 def split_init(params: dict) -> tuple[dict, dict]:
@@ -308,7 +323,7 @@ def tune_inits(
             op,
             check_tunable(declared, None, name),
             auto.split,
-            method_defaults(name),
+            search_start(name, y, op),
             auto.points,
             max(auto.refine, INIT_REFINE),
             progress=labelled,
@@ -344,7 +359,7 @@ def tune_volume(
     mask = volume_mask(info, mask_spec)
     idx = tuning_slices(info, auto, slices)
     y, op = _batch(info, idx, mask, spec.device, maps_cache)
-    base = {**method_defaults(spec.name), **spec.params}
+    base = {**search_start(spec.name, y, op), **spec.params}
     inits, first = None, {}
     if "init" in tunable:
         inits, first = tune_inits(spec, info, idx, y, op, tunable["init"][0], auto, progress, memo)

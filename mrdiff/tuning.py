@@ -114,6 +114,8 @@ class TuneResult:
         folds: held-out sets the split gave (with :data:`COVER` / :data:`AUTO`, known only here).
         reused: reconstructions (candidates x folds) whose scores came from a ``memo`` (an earlier,
             interrupted search of the same request) instead of being run.
+        start: the tuned parameters' start values (those the search had to beat; e.g. CS-L1's
+            noise-proportional lambda, :func:`mrdiff.pipeline.search_start`).
     """
 
     params: dict
@@ -125,12 +127,14 @@ class TuneResult:
     table: list = field(default_factory=list)
     folds: int = 0
     reused: int = 0
+    start: dict = field(default_factory=dict)
 
     def record(self) -> dict:
         """The choice and its cost as plain, JSON-safe values (``default_cv_error`` None when unknown;
         ``reused_trials`` only when a memo supplied some)."""
         return {
             "chosen": self.chosen,
+            "start": self.start,
             "cv_error": round(self.error, 6),
             "default_cv_error": None if math.isnan(self.base_error) else round(self.base_error, 6),
             "trials": self.trials,
@@ -516,17 +520,18 @@ def tune(
     log scales). A candidate's score is its held-out error over the split's folds (mean of per-fold
     ratios, or energy-pooled with ``split.pool``: :func:`split_score`), averaged over the batch items.
 
-    A candidate replaces the current value only if it beats both by more than one standard error
-    over the (fold, item) cells: ``max_error`` (its own cells' standard error) and the current value's
-    error (the standard error of their paired difference). An error of 1 is what predicting zero on
-    the held-out samples scores, so a method at or near it has no skill there and its ranking of
-    parameters is noise (on `val`, DDS at random 8x: every candidate scored 1.04-1.1, and the lowest
-    of them lost 2.7 dB); ``max_error`` defaults to :data:`MIN_SKILL_ERROR` (0.95). The margins are
+    A candidate replaces the current value only if it beats both by more than one standard error over the
+    (fold, item) cells: ``max_error`` (its own cells' standard error) and the current value's error (the
+    standard error of their paired difference). Both are :func:`cell_standard_error`'s: the larger of the
+    cells' and the fold-clustered standard error, as the items share each fold. An error of 1 is what
+    predicting zero on the held-out samples scores, so a method at or near it has no skill there and its
+    ranking of parameters is noise (on `val`, DDS at random 8x: every candidate scored 1.04-1.1, and the
+    lowest of them lost 2.7 dB); ``max_error`` defaults to :data:`MIN_SKILL_ERROR` (0.95). The margins are
     the one-standard-error rule of cross-validation (Breiman et al., CART, 1984; Hastie, Tibshirani &
     Friedman, ESL 2nd ed., Sec. 7.10), with the start value in the place of the simplest model. Alone
-    (``max_error=1``) they did not catch a consistent but meaningless edge: on `test` at equispaced 8x
-    (3 folds, one held-out line each) CS-L1's lambda 1e-4 scored 0.986 against the default's 0.999 in a
-    tight spread and lost 3.6 dB; :data:`MIN_SKILL_ERROR` does.
+    (``max_error=1``) they did not catch a consistent but meaningless edge: on `test` at equispaced 8x (3
+    folds, one held-out line each) CS-L1's lambda 1e-4 scored 0.986 against the default's 0.999 in a tight
+    spread and lost 3.6 dB; :data:`MIN_SKILL_ERROR` does.
 
     Args:
         run: ``run(y, op, params) -> x`` (see the module docstring).
@@ -573,7 +578,7 @@ def tune(
 
     def beats(new: dict, old: dict) -> bool:
         (mine, cells), (theirs, others) = scored(new), scored(old)
-        return replaces(mine, cells, theirs, others, max_error)
+        return replaces(mine, cells, theirs, others, max_error, len(sets))
 
     current = dict(base or {})
     start = {k: current[k] for k in tunable if current.get(k) is not None}
@@ -601,27 +606,51 @@ def tune(
         table,
         len(sets),
         reused * len(sets),
+        start,
     )
 
 
 def replaces(
-    score: float, cells: torch.Tensor, current: float, current_cells: torch.Tensor, max_error: float
+    score: float,
+    cells: torch.Tensor,
+    current: float,
+    current_cells: torch.Tensor,
+    max_error: float,
+    folds: int = 1,
 ) -> bool:
-    """:func:`tune`'s guards: whether a candidate (``score`` over its per-(fold, item) errors ``cells``)
-    replaces the current value (``current``, ``current_cells``, paired cell by cell). It must beat
-    ``max_error`` by more than its cells' standard error and ``current`` by more than the standard error
-    of the paired differences (the one-standard-error rule, ESL Sec. 7.10)."""
-    return max_error - score > standard_error(cells) and current - score > standard_error(
-        cells - current_cells
+    """:func:`tune`'s guards: whether a candidate (``score`` over its per-(fold, item) errors ``cells``,
+    fold-major as :func:`fold_ratios` flattens them, ``folds`` folds) replaces the current value
+    (``current``, ``current_cells``, paired cell by cell). It must beat ``max_error`` by more than its
+    cells' standard error and ``current`` by more than the standard error of the paired differences
+    (the one-standard-error rule, ESL Sec. 7.10), both as :func:`cell_standard_error` takes them."""
+    return max_error - score > cell_standard_error(cells, folds) and current - score > cell_standard_error(
+        cells - current_cells, folds
     )
 
 
 def standard_error(values: torch.Tensor) -> float:
-    """Standard error of the mean of ``values`` (cells, or paired differences of cells; 0 with fewer
-    than 2)."""
+    """Standard error of the mean of ``values`` (0 with fewer than 2)."""
     if values.numel() < 2:
         return 0.0
     return float(values.double().std() / math.sqrt(values.numel()))
+
+
+def cell_standard_error(cells: torch.Tensor, folds: int = 1) -> float:
+    """Standard error of the mean of per-(fold, item) held-out errors (or paired differences of them),
+    ``cells`` fold-major over ``folds`` folds: the larger of the cells' own standard error and the
+    fold-clustered one (the standard error of the folds' item means).
+
+    The items of a batch (slices of one volume) share each fold's held-out lines or points, so their
+    cells are not independent: a fold whose lines happen to favour a candidate does so on every slice,
+    and the cells' standard error is too small (cluster-robust inference; Cameron & Miller, J. Human
+    Resources 2015). The fold-clustered error counts each fold once. With few folds (2-3 on point
+    masks) it rests on 1-2 degrees of freedom and can come out small by chance, so the larger of the
+    two is used: never a looser guard than the cells' error alone."""
+    flat = cells.flatten()
+    own = standard_error(flat)
+    if folds < 2 or flat.numel() % folds:
+        return own
+    return max(own, standard_error(flat.view(folds, -1).mean(1)))
 
 
 def _refine(score, current: dict, name: str, values: list, best, scale: str, iters: int):

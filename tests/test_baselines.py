@@ -6,11 +6,12 @@ import pytest
 import torch
 from conftest import simulate
 
-from mrdiff.baselines import BASELINES
+from mrdiff.baselines import BASELINES, DEFAULT_LAMBDA, NOISE_LAMBDA, noise_lambda, noise_level
 from mrdiff.coils import rss
 from mrdiff.fft import ifft2c
 from mrdiff.masks import make_mask
 from mrdiff.operators import CartesianOperator
+from mrdiff.pipeline import method_defaults, search_start
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +73,41 @@ def test_single_coil_cs(problem):
     y1 = single.A(x)
     out = BASELINES["cs-l1"](y1, single, lamda=1e-7, iters=200)
     assert float(single.residual(out, y1)) < 0.02
+
+
+def _noisy(noise: float):
+    """A 2-slice, 4-coil 64² scan with white k-space noise ``noise`` per real component, 4x random mask."""
+    _, maps, k, _ = simulate(slices=2, coils=4, H=64, W=64, noise=noise)
+    mask = make_mask("random", (64, 64), 4, 0.08, "n.h5")
+    return torch.from_numpy(k) * mask, CartesianOperator(mask, torch.from_numpy(maps))
+
+
+def test_noise_level_is_the_noise_on_the_solver_scale():
+    """``noise_level`` follows the noise (x4 noise -> about x4) and not the data's units (y x 10 -> the
+    same), so the noise-proportional lambda is one number for every scan of a given SNR."""
+    y, op = _noisy(0.01)
+    level = noise_level(y, op)
+    assert level.shape == (2,) and (level > 0).all()
+    torch.testing.assert_close(noise_level(10 * y, op), level, rtol=1e-4, atol=0)
+    ratio = noise_level(*_noisy(0.04)) / level
+    assert ((ratio > 3.2) & (ratio < 4.8)).all(), ratio
+    lam = noise_lambda(y, op, NOISE_LAMBDA["cs-l1"])
+    assert lam == pytest.approx(NOISE_LAMBDA["cs-l1"] * float(level.median()), rel=1e-2)
+
+
+def test_auto_search_starts_cs_l1_at_the_noise_proportional_lambda():
+    """``--auto`` starts CS-L1's lambda from the scan's noise; CS-TV (no such rule) from its default."""
+    y, op = _noisy(0.01)
+    start = search_start("cs-l1", y, op)
+    assert start["lamda"] == noise_lambda(y, op, NOISE_LAMBDA["cs-l1"]) != DEFAULT_LAMBDA["cs-l1"]
+    assert search_start("cs-tv", y, op)["lamda"] == DEFAULT_LAMBDA["cs-tv"]
+    assert search_start("sense", y, op) == method_defaults("sense")
+
+
+def test_no_measurable_noise_keeps_the_default_start():
+    """Nothing to read the noise from (all measured samples 0): the search starts at the fixed default,
+    not at lambda 0."""
+    y, op = _noisy(0.0)
+    y = torch.zeros_like(y)
+    assert float(noise_level(y, op).max()) == 0.0
+    assert search_start("cs-l1", y, op)["lamda"] == DEFAULT_LAMBDA["cs-l1"]

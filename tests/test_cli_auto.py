@@ -23,6 +23,7 @@ def test_recon_auto_writes_chosen_params_and_heldout_error(capsys, tmp_path, mul
     report = json.loads(stdout.strip().splitlines()[-1])["files"][str(out)]
     chosen = report["auto"]["chosen"]
     assert set(chosen) == {"iters"} and 1 <= chosen["iters"] <= 30
+    assert report["auto"]["start"] == {"iters": 5}  # the value the search had to beat (CG-SENSE's default)
     assert report["auto"]["trials"] >= 2 * 7 // 2 and report["auto"]["seconds"] >= 0
     assert 0 < report["heldout_error"] < 1.5
     lines = [x for x in err.splitlines() if x.startswith(f"mrdiff recon: tuning {multicoil_h5.name}: iters=")]

@@ -20,6 +20,7 @@ from mrdiff.tuning import (
     POINT_FOLDS,
     Split,
     TrialLog,
+    cell_standard_error,
     centre_region,
     check_tunable,
     fit_operator,
@@ -29,6 +30,7 @@ from mrdiff.tuning import (
     grid,
     heldout_error,
     holdout_sets,
+    replaces,
     split_score,
     tune,
 )
@@ -337,6 +339,27 @@ def test_a_gain_within_one_standard_error_keeps_the_start(weak, chosen):
     assert (gap < float(diff.std()) / math.sqrt(diff.numel())) == (chosen == "a")
     res = tune(run, y, op, check_tunable({"est": (("a", "b"), "choice")}, None), split, {"est": "a"}, 2)
     assert res.chosen == {"est": chosen}, res.table
+
+
+def test_cells_that_share_a_fold_count_once():
+    """Three folds whose held-out lines give every item the same error (0.8, 0.9, 1.0 on 4 items): the
+    12 cells' own standard error (0.025) would let their mean 0.9 pass a 0.95 skill bar, but they are 3
+    observations, not 12, and the fold-clustered standard error (0.058) keeps the start."""
+    cells = torch.tensor([0.8, 0.9, 1.0]).repeat_interleave(4)
+    start = torch.ones(12)
+    assert cell_standard_error(cells, 1) == pytest.approx(math.sqrt(0.08 / 11 / 12))
+    assert cell_standard_error(cells, 3) == pytest.approx(0.1 / math.sqrt(3))
+    assert replaces(0.9, cells, 1.0, start, 0.95, folds=1)
+    assert not replaces(0.9, cells, 1.0, start, 0.95, folds=3)
+
+
+def test_clustering_never_loosens_the_guard():
+    """Items that disagree inside each fold (0.7 and 1.1 in every fold): the folds' means are equal, so
+    the clustered standard error is 0, and the cells' own standard error is kept."""
+    cells = torch.tensor([0.7, 1.1]).repeat(3)
+    own = cell_standard_error(cells, 1)
+    assert own > 0 and cell_standard_error(cells, 3) == pytest.approx(own)
+    assert not replaces(0.9, cells, 1.0, torch.ones(6), 0.95, folds=3)
 
 
 @pytest.mark.parametrize("max_error, chosen", [(1.0, "a"), (2.0, "b")])
