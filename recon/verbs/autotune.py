@@ -17,7 +17,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--auto",
         action="store_true",
-        help="choose the method's tunable parameters per volume by held-out k-space cross-validation",
+        help="choose the method's tunable parameters per volume by held-out k-space cross-validation "
+        "(a value moves from its start only on clear evidence; CS-L1's lambda starts in proportion to "
+        "the scan's measured noise)",
     )
     g.add_argument(
         "--tune",
