@@ -650,7 +650,7 @@ def cell_standard_error(cells: torch.Tensor, folds: int = 1) -> float:
     own = standard_error(flat)
     if folds < 2 or flat.numel() % folds:
         return own
-    return max(own, standard_error(flat.view(folds, -1).mean(1)))
+    return max(own, standard_error(flat.reshape(folds, -1).mean(1)))
 
 
 def _refine(score, current: dict, name: str, values: list, best, scale: str, iters: int):
