@@ -274,6 +274,8 @@ def main(argv: list[str]) -> int:
             callback=_Reporter(out_dir, cfg),
             stop_requested=lambda: stop["signal"] != 0,
         )
+        if world > 1:  # every rank leaves together before the group is torn down (rank 0 may still be
+            torch.distributed.barrier()  # saving); a rank once aborted at exit under gloo, see the commit
     except BaseException:
         if rank == 0 and created and not (out_dir / "last.pt").exists():
             shutil.rmtree(out_dir, ignore_errors=True)  # a failed start leaves no half-made run folder
