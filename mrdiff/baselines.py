@@ -73,12 +73,18 @@ def cg_sense(
     return x * scale
 
 
+def cs_scale(y: torch.Tensor, op: CartesianOperator) -> float:
+    """The scale one item's data are divided by before a sigpy CS app runs (so that one lambda serves
+    every scan): ``image_scale`` of the zero-filled image of ``y`` ``(1, C, H, W)``."""
+    return float(image_scale(zero_filled(y, op)))
+
+
 def _sigpy_cs(app: type, y: torch.Tensor, op: CartesianOperator, lamda: float, max_iter: int):
-    """Run a sigpy CS app item by item (``op.item``) on normalised data; undo the scale."""
+    """Run a sigpy CS app item by item (``op.item``) on normalised data (:func:`cs_scale`); undo the scale."""
     out = []
     for b in range(y.shape[0]):
         yb, op_b = y[b : b + 1], op.item(b)
-        s = float(image_scale(zero_filled(yb, op_b)))
+        s = cs_scale(yb, op_b)
         ones = torch.ones((1, *y.shape[-2:]), dtype=torch.complex64)
         mps = (ones if op_b.maps is None else op_b.maps[0]).cpu().numpy()
         w = torch.broadcast_to(op_b.mask.cpu(), yb.shape)[0].to(torch.float32).numpy()
@@ -100,11 +106,10 @@ def _run_app(app: type, ksp: np.ndarray, mps: np.ndarray, lamda: float, w: np.nd
 def noise_level(y: torch.Tensor, op: CartesianOperator) -> torch.Tensor:
     """Each item's k-space noise on the scale the CS solvers see (``(B,)``): the thermal noise per
     real component (:func:`mrdiff.noise.kspace_noise_sigma`, from the weak virtual coils of the
-    k-space periphery) divided by the ``image_scale`` of the zero-filled image that :func:`_sigpy_cs`
-    normalises by. On the `val` brain it is 0.022 at 30 dB and 0.0040 at 45 dB, within a few per cent
-    over masks and slices."""
-    scale = torch.stack([image_scale(zero_filled(y[b : b + 1], op.item(b)))[0] for b in range(y.shape[0])])
-    return kspace_noise_sigma(y).to(scale) / scale
+    k-space periphery) divided by the :func:`cs_scale` that the solvers normalise by. On the `val` brain
+    it is 0.022 at 30 dB and 0.0040 at 45 dB, within a few per cent over masks and slices."""
+    scale = torch.tensor([cs_scale(y[b : b + 1], op.item(b)) for b in range(y.shape[0])], dtype=torch.float64)
+    return kspace_noise_sigma(y).cpu().double() / scale
 
 
 def noise_lambda(y: torch.Tensor, op: CartesianOperator, per_noise: float) -> float:
