@@ -86,6 +86,7 @@ def auto_settings(auto: AutoSpec) -> dict:
         **({} if auto.samples is None else {"samples": auto.samples}),
         **({"pool": True} if auto.split.pool else {}),
         **({} if auto.split.region == OUTER else {"region": auto.split.region}),
+        **({} if auto.fallback is None else {"fallback": auto.fallback}),
     }
 
 
@@ -94,7 +95,8 @@ def auto_from_settings(d: dict) -> AutoSpec:
     t = d["tunable"]
     tunable = None if t is None else {k: None if v is None else tuple(v) for k, v in t.items()}
     split = Split(d["fraction"], d["folds"], 0, d.get("pool", False), d.get("region", OUTER))
-    return AutoSpec(tunable, split, d["slices"], d["points"], d["refine"], d.get("samples"))
+    samples, fallback = d.get("samples"), d.get("fallback")
+    return AutoSpec(tunable, split, d["slices"], d["points"], d["refine"], samples, fallback)
 
 
 @dataclass(frozen=True)
@@ -172,9 +174,9 @@ def _volume_spec(
             context = tuning_context(spec, cell.mask_spec, info.mask is not None, auto, info.path.name, tuned)
             memo = TrialLog.stages(trials / cell.key, context, f"{info.path.stem}.")
         res = pipeline.tune_volume(info, spec, cell.mask_spec, auto, maps_cache, None, tuning, memo)
-        spec = replace(spec, params=res.params)
+        spec = pipeline.tuned_spec(spec, res)
         extra["auto"] = {**res.record(), "tuned_slices": tuned}
-    if m.adapt is not None:
+    if m.adapt is not None and spec.name == m.name:  # not when it backed off to its classical fallback
         adapt = AdaptSpec.from_settings(m.adapt)
         adapted, extra["adapt"] = pipeline.adapt_volume(info, spec, cell.mask_spec, adapt, maps_cache, None)
         spec = replace(spec, denoiser=adapted)

@@ -35,12 +35,17 @@ from mrdiff.overrides import method_params
 from mrdiff.priors.lora import AdaptedDenoiser, with_adapters
 from mrdiff.tuning import (
     CENTRE,
+    COVER,
+    MIN_SKILL_ERROR,
+    OUTER,
     Split,
     TuneResult,
+    candidate_score,
     check_tunable,
     fit_operator,
     fold_parts,
     holdout_sets,
+    replaces,
     slice_scores,
     tune,
 )
@@ -49,6 +54,8 @@ from mrdiff.tuning import (
 DEFAULT_INIT = "cs-l1"
 #: prefix of the initialiser's own parameters in a diffusion method's params (:func:`split_init`)
 INIT_PREFIX = "init_"
+#: the classical method a diffusion method backs off to under ``--auto`` (:func:`check_fallback`)
+FALLBACK = "cs-l1"
 #: a whole-image prior is refused on inputs more than this factor larger or smaller than its training
 #: size (a 32-px prior on 128^2 data did worse than zero-filling); within it, it runs with a warning
 #: (brain128-cpu at 256^2 is a published comparison). A patch prior works at any size.
@@ -86,6 +93,8 @@ class AutoSpec:
     ``tunable``: None (everything the method declares) or ``{name: None | (lo, hi)}``; ``slices``
     central slices are tuned together and the choice applies to every slice. ``samples``: posterior
     samples averaged per trial reconstruction (None: as many as the final reconstruction).
+    ``fallback``: the classical method a diffusion method backs off to when the held-out samples say
+    it predicts them worse (:func:`check_fallback`); None: never back off.
     """
 
     tunable: dict | None = None
@@ -94,6 +103,7 @@ class AutoSpec:
     points: int = 7
     refine: int = 0
     samples: int | None = None
+    fallback: str | None = FALLBACK
 
 
 @dataclass
@@ -257,6 +267,9 @@ def check_auto(info: VolumeInfo, spec: MethodSpec, mask_spec: MaskSpec, auto: Au
     """
     tunable = check_tunable(method_tunable(spec.name), auto.tunable, spec.name)
     holdout_sets(volume_mask(info, mask_spec), tuple(info.shape[2:]), auto.split)
+    if auto.fallback is not None and not (auto.fallback in BASELINES and method_tunable(auto.fallback)):
+        known = ", ".join(sorted(TUNABLE))
+        raise InputError(f"fallback must be a classical method with tunables ({known}): '{auto.fallback}'")
     return tunable
 
 
@@ -334,6 +347,118 @@ def tune_inits(
 
 
 def tune_volume(
+    info: VolumeInfo,
+    spec: MethodSpec,
+    mask_spec: MaskSpec = MaskSpec(),
+    auto: AutoSpec = AutoSpec(),
+    maps_cache: dict | None = None,
+    slices: list[int] | None = None,
+    progress: Callable[[dict, float], None] | None = None,
+    memo: Callable[[str], MutableMapping] | None = None,
+) -> TuneResult:
+    """Choose ``spec``'s parameters for one volume by held-out k-space cross-validation
+    (:func:`tune_method`), then, for a diffusion method, compare it with ``auto.fallback``
+    (:func:`check_fallback`); the result's ``fallback`` says whether it backed off
+    (:func:`tuned_spec` gives what to reconstruct with). Arguments as :func:`tune_method`'s."""
+    res = tune_method(info, spec, mask_spec, auto, maps_cache, slices, progress, memo)
+    if auto.fallback is None or spec.name not in diffusion_methods():
+        return res
+    fallback = check_fallback(info, spec, mask_spec, auto, res, maps_cache, slices, progress, memo)
+    return replace(res, fallback=fallback)
+
+
+def tuned_spec(spec: MethodSpec, res: TuneResult) -> MethodSpec:
+    """What to reconstruct with after :func:`tune_volume`: ``spec`` with the chosen parameters, or,
+    when the method backed off, its fallback with the fallback's own chosen parameters."""
+    if res.fallback.get("used"):
+        name, params = res.fallback["method"], dict(res.fallback["params"])
+        return MethodSpec(name, params, seed=spec.seed, device=spec.device, batch=spec.batch)
+    return replace(spec, params=res.params)
+
+
+def fallback_split(split: Split) -> Split:
+    """The split :func:`check_fallback` compares on: every measured line/point outside the centre held
+    out once (:data:`~mrdiff.tuning.COVER`), scored by held-out energy (``pool``), seeded as ``split``."""
+    return replace(split, folds=COVER, pool=True, region=OUTER)
+
+
+def check_fallback(
+    info: VolumeInfo,
+    spec: MethodSpec,
+    mask_spec: MaskSpec,
+    auto: AutoSpec,
+    tuned: TuneResult,
+    maps_cache: dict | None = None,
+    slices: list[int] | None = None,
+    progress: Callable[[dict, float], None] | None = None,
+    memo: Callable[[str], MutableMapping] | None = None,
+) -> dict:
+    """Back a tuned diffusion method off to its classical fallback when the data side with the latter.
+
+    The fallback (``auto.fallback``, CS-L1) is tuned as ``--auto`` tunes it alone (:func:`tune_method`
+    with the same search settings), so backing off gives what ``--method cs-l1 --auto`` gives. Then
+    both, the method at its tuned ``tuned.params``, predict every held-out line/point once
+    (:func:`fallback_split`, energy-pooled: what predicts the unmeasured k-space best by the measure
+    NMSE weights). The method
+    backs off if the fallback replaces it under :func:`mrdiff.tuning.tune`'s own guards
+    (:func:`mrdiff.tuning.replaces`): it shows skill (below :data:`~mrdiff.tuning.MIN_SKILL_ERROR`) and
+    beats the method by more than one standard error of their paired difference. A prior that does not
+    fit the scan is then set aside instead of filling the unmeasured k-space with what it knows (the
+    issue's "backing off the prior when the data disagree with it"); where neither shows skill, the
+    method stays (the held-out samples cannot tell them apart).
+
+    Chosen on `val` (``benchmarks/results/self-tuning/fallback/``): on the held-out scores of 19
+    classical and diffusion rows at 45 dB random and Poisson 4x, the energy-pooled comparison backed
+    off exactly the diffusion rows that lost to CS-L1 by 0.16-8.9 dB and kept every row that beat it,
+    with two misses the other way (rows 0.3 and 0.8 dB below CS-L1 kept); the mean of per-fold
+    errors also backed off two CCDF rows that beat CS-L1 by 0.4 dB.
+
+    Returns:
+        ``{"method", "params" (its chosen), "error", "method_error" (both on the comparison split),
+        "folds", "used", "trials", "seconds"}``, or ``{"method", "used": False, "skipped": why}`` when
+        the mask has nothing outside the centre to hold out.
+    """
+    t0, name = time.perf_counter(), auto.fallback
+    mask = volume_mask(info, mask_spec)
+    idx = tuning_slices(info, auto, slices)
+    y, op = _batch(info, idx, mask, spec.device, maps_cache)
+    split = fallback_split(auto.split)
+    try:
+        sets = holdout_sets(op.mask, tuple(y.shape[-2:]), split)
+    except InputError as e:
+        return {"method": name, "used": False, "skipped": str(e)}
+    classical = MethodSpec(name, {}, device=spec.device, seed=spec.seed)
+    labelled = None if progress is None else (lambda p, e: progress({"fallback": name, **p}, e))
+    stages = None if memo is None else (lambda stage: memo(f"fallback-{name}-{stage}"))
+    alone = replace(auto, tunable=None, samples=None, fallback=None)  # as `--method cs-l1 --auto`
+    own = tune_method(info, classical, mask_spec, alone, maps_cache, slices, labelled, stages)
+    trial = spec if auto.samples is None else replace(spec, samples=auto.samples)
+    runs = {
+        name: (_runner(classical, info, idx), own.params),
+        spec.name: (_runner(trial, info, idx), tuned.params),
+    }
+    scores, trials = {}, own.trials
+    for who, (run, params) in runs.items():
+        store = {} if memo is None else memo(f"fallback-score-{who}")
+        key = tuple(sorted(params.items()))
+        if key not in store:
+            store[key] = candidate_score(run, y, op, params, sets, split.pool)
+            trials += len(sets)
+        scores[who] = store[key]
+    (theirs, their_cells), (mine, my_cells) = scores[name], scores[spec.name]
+    return {
+        "method": name,
+        "params": own.chosen,
+        "error": round(theirs, 6),
+        "method_error": round(mine, 6),
+        "folds": len(sets),
+        "used": replaces(theirs, their_cells, mine, my_cells, MIN_SKILL_ERROR, len(sets)),
+        "trials": trials,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+
+
+def tune_method(
     info: VolumeInfo,
     spec: MethodSpec,
     mask_spec: MaskSpec = MaskSpec(),

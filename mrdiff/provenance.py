@@ -131,7 +131,8 @@ def tuning_context(
         **{k: record[k] for k in REQUEST_KEYS},
         "prior": {k: v for k, v in record["prior"].items() if k != "file"},
         "device": spec.device,
-        "auto": asdict(auto),
+        # not the fallback: no candidate's score depends on it (its own stages are named after it)
+        "auto": {k: v for k, v in asdict(auto).items() if k != "fallback"},
         "volume": volume,
         "tuned_slices": list(tuned),
     }

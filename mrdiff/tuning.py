@@ -116,6 +116,8 @@ class TuneResult:
             interrupted search of the same request) instead of being run.
         start: the tuned parameters' start values (those the search had to beat; e.g. CS-L1's
             noise-proportional lambda, :func:`mrdiff.pipeline.search_start`).
+        fallback: the comparison with a classical fallback and whether the method backed off to it
+            (:func:`mrdiff.pipeline.check_fallback`; empty when none was made).
     """
 
     params: dict
@@ -128,6 +130,7 @@ class TuneResult:
     folds: int = 0
     reused: int = 0
     start: dict = field(default_factory=dict)
+    fallback: dict = field(default_factory=dict)
 
     def record(self) -> dict:
         """The choice and its cost as plain, JSON-safe values (``default_cv_error`` None when unknown;
@@ -141,6 +144,7 @@ class TuneResult:
             "folds_used": self.folds,
             "seconds": round(self.seconds, 2),
             **({"reused_trials": self.reused} if self.reused else {}),
+            **({"fallback": self.fallback} if self.fallback else {}),
         }
 
 
@@ -567,8 +571,7 @@ def tune(
         if key in memo:
             cache[key], reused = memo[key], reused + 1
             return cache[key]
-        num, den = fold_parts(run, y, op, params, sets)
-        cache[key] = memo[key] = (split_score(num, den, split.pool), fold_ratios(num, den).flatten())
+        cache[key] = memo[key] = candidate_score(run, y, op, params, sets, split.pool)
         if progress is not None:
             progress({k: params[k] for k in tunable if k in params}, cache[key][0])
         return cache[key]
@@ -608,6 +611,15 @@ def tune(
         reused * len(sets),
         start,
     )
+
+
+def candidate_score(
+    run: Run, y: torch.Tensor, op: CartesianOperator, params: dict, sets: list, pool: bool
+) -> tuple[float, torch.Tensor]:
+    """One candidate's held-out score over the held-out ``sets`` (:func:`split_score`) and its
+    per-(fold, item) errors, fold-major (:func:`fold_ratios`, flattened), for the standard errors."""
+    num, den = fold_parts(run, y, op, params, sets)
+    return split_score(num, den, pool), fold_ratios(num, den).flatten()
 
 
 def replaces(

@@ -131,6 +131,7 @@ def test_recorded_heldout_error_scores_every_fold(capsys, tmp_path, multicoil_h5
         (["--auto", "--auto-points", "1"], "--auto-points"),
         (["--auto", "--auto-samples", "0"], "--auto-samples"),
         (["--auto", "--auto-folds", "0"], "--auto-folds"),
+        (["--auto", "--auto-fallback", "dds"], "fallback must be a classical method"),
         (["--heldout-folds", "x"], "--heldout-folds"),
         (["--auto", "--holdout-region", "centre", "--mask", "poisson"], "line mask"),
         # the held-out record alone (no --auto) asks for the region too: an error, not a silent null

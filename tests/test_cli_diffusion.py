@@ -199,7 +199,8 @@ def test_trials_average_auto_samples(multicoil_h5, monkeypatch, auto_samples, ex
     spec = pipeline.MethodSpec("ccdf", {"init": "zf"}, ShrinkDenoiser(), nfe=2, samples=3)
     auto = pipeline.AutoSpec({"sigma_t0": None}, Split(0.3, 1, 0), 1, 2, 0, auto_samples)
     res = pipeline.tune_volume(open_volume(multicoil_h5), spec, pipeline.MaskSpec("random", 2, 0.125), auto)
-    assert res.trials == 3 and seen == [expected] * 3
+    # the search's 3 trials, then the comparison with the fallback: one per fold of its cover split
+    assert res.trials == 3 and seen == [expected] * (3 + res.fallback["folds"])
 
 
 def test_init_on_a_method_that_starts_from_noise_is_refused(fake_prior, tmp_path, multicoil_h5, capsys):
@@ -265,3 +266,77 @@ def test_kept_samples_average_to_the_mean(multicoil_h5):
     assert res.samples.shape == (1, 4, *y.shape[-2:])
     assert torch.allclose(res.samples.mean(1), res.mean, atol=1e-6)
     assert not torch.allclose(res.samples[:, 0], res.samples[:, 1])  # independent draws
+
+
+class ZeroDenoiser(ShrinkDenoiser):
+    """A prior that knows nothing of the scan: it predicts a zero image at every noise level."""
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(x)
+
+
+def _read(path):
+    with h5py.File(path) as f:
+        return f["reconstruction"][()], dict(f.attrs)
+
+
+def test_auto_backs_a_prior_the_data_disagree_with_off_to_cs(tmp_path, multicoil_h5, monkeypatch, capsys):
+    """With a prior that predicts nothing, POCS fills the unmeasured k-space with zeros and CS-L1
+    predicts the held-out lines far better: ``--auto`` then writes auto CS-L1's reconstruction (at
+    its own chosen lambda), and the file, stdout and stderr say so; ``--auto-fallback none`` keeps POCS."""
+    monkeypatch.setattr(mrdiff.priors, "load_prior", lambda path=None, device="cpu": ZeroDenoiser())
+    args = ("--method", "pocs", "--auto", "--auto-points", "2", "--auto-slices", "1", "--no-heldout")
+    code, out = _recon(tmp_path, multicoil_h5, "b.h5", *args)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    recon, attrs = _read(out)
+    fallback = json.loads(attrs["auto"])["fallback"]
+    assert fallback["used"] and fallback["method"] == "cs-l1" and fallback["error"] < fallback["method_error"]
+    assert json.loads(captured.out)["files"][str(out)]["auto"]["fallback"] == fallback
+    assert "pocs backed off to cs-l1" in captured.err and attrs["method"] == "pocs"  # the request stays
+    lamda = fallback["params"]["lamda"]
+    code, ref = _recon(tmp_path, multicoil_h5, "cs.h5", "--method", "cs-l1", "--set", f"lamda={lamda}")
+    assert code == 0 and np.array_equal(recon, _read(ref)[0])
+    code, kept = _recon(tmp_path, multicoil_h5, "k.h5", *args, "--auto-fallback", "none")
+    assert code == 0 and "fallback" not in json.loads(_read(kept)[1]["auto"])
+    assert not np.allclose(_read(kept)[0], recon)
+
+
+def test_a_fallback_without_skill_never_replaces_the_method(multicoil_h5, monkeypatch):
+    """A fallback that predicts the held-out samples no better than zero (error 1) has no skill, so
+    the method stays, however badly it predicts them too."""
+    import mrdiff.pipeline as pipeline
+    from mrdiff.io import open_volume
+    from mrdiff.tuning import Split
+
+    def zeros(y, op, **kwargs):
+        return torch.zeros(y.shape[:1] + y.shape[-2:], dtype=y.dtype)
+
+    monkeypatch.setitem(pipeline.BASELINES, "cs-l1", zeros)
+    spec = pipeline.MethodSpec("pocs", {}, ZeroDenoiser(), nfe=2)
+    auto = pipeline.AutoSpec(None, Split(0.3, 1, 0), 1, 2)
+    res = pipeline.tune_volume(open_volume(multicoil_h5), spec, pipeline.MaskSpec("random", 2, 0.125), auto)
+    assert res.fallback["error"] > 0.99 and not res.fallback["used"]
+    assert pipeline.tuned_spec(spec, res) == pipeline.MethodSpec("pocs", res.params, spec.denoiser, nfe=2)
+
+
+def test_bench_auto_row_that_backs_off_scores_the_fallback(tmp_path, make_h5, monkeypatch, capsys):
+    """A benchmark's diffusion ``+auto`` row that backs off records it, and scores what it wrote: auto
+    CS-L1's reconstruction, so its PSNR is that of the ``cs-l1+auto`` row."""
+    monkeypatch.setattr(mrdiff.priors, "load_prior", lambda path=None, device="cpu": ZeroDenoiser())
+    data, out = tmp_path / "val", tmp_path / "bench"
+    data.mkdir()
+    make_h5("val/v0.h5", layout="prepared", slices=2, coils=4)
+    argv = ["bench", "--data", str(data), "--methods", "pocs,cs-l1", "--masks", "random", "--accels", "3"]
+    code = main(
+        [*argv, "--nfe", "4", "--auto", "--auto-points", "2", "--auto-slices", "1", "--out", str(out)]
+    )
+    assert code == 0, capsys.readouterr().err
+    pocs, cs = (
+        json.loads((out / "cells" / f"{k}__random__3x{n}__s0.json").read_text())
+        for k, n in (("pocs+auto", "__nfe4"), ("cs-l1+auto", ""))
+    )
+    row, cs_row = pocs["volumes"][0], cs["volumes"][0]
+    assert row["auto"]["fallback"]["used"] and "fallback" not in cs_row["auto"]
+    assert row["auto"]["fallback"]["params"] == cs_row["auto"]["chosen"]
+    assert row["PSNR"] == cs_row["PSNR"] and pocs["method"]["auto"]["fallback"] == "cs-l1"

@@ -6,8 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from mrdiff.baselines import TUNABLE
 from mrdiff.errors import InputError
-from mrdiff.pipeline import AutoSpec
+from mrdiff.pipeline import FALLBACK, AutoSpec
 from mrdiff.tuning import AUTO, CENTRE, COVER, OUTER, Split, TuneResult
 
 
@@ -50,6 +51,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="posterior samples averaged per trial reconstruction (default: as many as --samples)",
+    )
+    g.add_argument(
+        "--auto-fallback",
+        default=FALLBACK,
+        metavar="|".join((*sorted(TUNABLE), "none")),
+        help="a diffusion method backs off to this classical method (tuned the same way) when it predicts "
+        "every held-out line/point worse by more than one standard error, i.e. when the data disagree "
+        f"with the prior (default {FALLBACK}; 'none': never)",
     )
     g.add_argument(
         "--holdout-fraction",
@@ -128,8 +137,9 @@ def auto_spec(args: argparse.Namespace) -> AutoSpec | None:
     if args.auto_points < 2 or args.auto_refine < 0:
         raise InputError("--auto-points must be >= 2 and --auto-refine >= 0")
     request = dict(_range(t) for t in args.tune) if args.tune else None
+    fallback = None if args.auto_fallback == "none" else args.auto_fallback
     return AutoSpec(
-        request, heldout_split(args), args.auto_slices, args.auto_points, args.auto_refine, samples
+        request, heldout_split(args), args.auto_slices, args.auto_points, args.auto_refine, samples, fallback
     )
 
 
@@ -144,6 +154,17 @@ def progress_line(path, bar):
         )
 
     return report
+
+
+def fallback_line(path, result: TuneResult, method: str, bar) -> None:
+    """One stderr line (through ``bar``) when ``method`` backed off to its classical fallback."""
+    fb = result.fallback
+    if fb.get("used"):
+        bar.write(
+            f"mrdiff recon: {Path(path).name}: {method} backed off to {fb['method']} {fb['params']}: it "
+            f"predicts the held-out k-space better ({fb['error']:.4g} against {fb['method_error']:.4g})",
+            file=sys.stderr,
+        )
 
 
 def summary(result: TuneResult, auto: AutoSpec, slices: list[int]) -> dict:

@@ -76,7 +76,9 @@ def _auto_rows(args, methods, volumes, cells) -> list:
     for cell in cells:
         for info in volumes:
             check_auto(info, MethodSpec(cell.method.name, cell.method.params), cell.mask_spec, auto)
-    return [replace(m, label=m.label + "+auto", auto=auto_settings(auto)) for m in methods]
+    plain = replace(auto, fallback=None)  # only a diffusion method backs off
+    rows = [(m, auto_settings(auto if m.is_diffusion else plain)) for m in methods]
+    return [replace(m, label=m.label + "+auto", auto=settings) for m, settings in rows]
 
 
 def _adapt_rows(args, methods, volumes, cells) -> list:

@@ -32,6 +32,7 @@ from mrdiff.pipeline import (
     reconstruct_volume,
     supervised_methods,
     tune_volume,
+    tuned_spec,
     tuning_slices,
 )
 from mrdiff.provenance import mismatch, request_of, run_record, tuning_context
@@ -192,14 +193,17 @@ def _run_one(args, path: Path, out_path: Path, spec: MethodSpec, bar, auto, adap
         logs, memo = _trial_logs(args, path, out_path, info, spec, auto, tuned_slices)
         progress = autotune.progress_line(path, bar)
         tuned = tune_volume(info, spec, mask_spec, auto, maps_cache, slices, progress, memo)
-        spec = replace(spec, params=tuned.params)
+        spec, run = replace(spec, params=tuned.params), tuned_spec(spec, tuned)
         report["auto"] = autotune.summary(tuned, auto, tuned_slices)
-    if adapt is not None:
+        autotune.fallback_line(path, tuned, spec.name, bar)
+    else:
+        run = spec
+    if adapt is not None and run.name == spec.name:  # not when it backed off to its classical fallback
         adapted, report["adapt"] = adapt_volume(info, spec, mask_spec, adapt, maps_cache, slices)
-        spec = replace(spec, denoiser=adapted)
+        spec = run = replace(spec, denoiser=adapted)
     # read-only: the tuning slices' maps are reused, but the maps of every slice are not kept to the end
     maps = MappingProxyType(maps_cache)
-    result = reconstruct_volume(info, spec, mask_spec, slices, bar.update, maps, args.heldout)
+    result = reconstruct_volume(info, run, mask_spec, slices, bar.update, maps, args.heldout)
     extras = {"residual": result.residual, "mask": result.mask.numpy(), "zero_filled": result.zero_filled}
     if result.std is not None:
         extras["std"] = result.std
