@@ -194,18 +194,28 @@ def run_cell(
     progress: Callable[[str, dict | None], None] | None = None,
 ) -> dict:
     """Reconstruct, write and score one cell; returns its record (also written to ``cells/``).
-    ``progress(key, {"tuning": values, "cv_error": e})`` follows an ``auto`` row's search."""
+    ``progress(key, {"tuning": values, "cv_error": e})`` follows an ``auto`` row's search, and
+    ``progress(key, {"slices_done": n, "of": total})`` the reconstruction slice by slice."""
     m = cell.method
     spec = MethodSpec(
         m.name, dict(m.params), denoiser if m.is_diffusion else None, m.nfe, m.samples, cell.seed, device, 1
     )
-    rows, t0 = [], time.perf_counter()
+    rows, t0, done = [], time.perf_counter(), 0
     total = sum(len(slices[info.path.name]) for info in volumes)
     with tqdm(total=total, desc=cell.key, unit="slice", leave=False, disable=None) as bar:  # terminals only
+
+        def advanced(n: int) -> None:
+            """The bar on a terminal, and one ``progress`` event per batch of slices (logs, no tty)."""
+            nonlocal done
+            bar.update(n)
+            done += n
+            if progress is not None:
+                progress(cell.key, {"slices_done": done, "of": total})
+
         for info in volumes:
             idx = slices[info.path.name]
             vspec, extra = _volume_spec(m, spec, info, cell, maps_cache, progress, out / "tuning")
-            result = reconstruct_volume(info, vspec, cell.mask_spec, idx, bar.update, maps_cache=maps_cache)
+            result = reconstruct_volume(info, vspec, cell.mask_spec, idx, advanced, maps_cache=maps_cache)
             attrs = {
                 **run_record(vspec, cell.mask_spec, info.mask is not None),
                 "method": m.label,

@@ -224,6 +224,8 @@ def test_bench_auto_rows_record_their_choice(capsys, tmp_path, make_h5):
     log = [json.loads(line) for line in (out / "bench.log").read_text().splitlines()]
     tried = [e for e in log if "tuning" in e]  # the search is followed candidate by candidate
     assert len(tried) == row["auto"]["trials"] and all(set(e["tuning"]) == {"iters"} for e in tried)
+    # and the reconstruction slice by slice, without a terminal
+    assert [(e["slices_done"], e["of"]) for e in log if "slices_done" in e] == [(1, 2), (2, 2)]
     code, stdout, _ = run(capsys, *argv, "--auto", "--auto-folds", "1", "--auto-points", "3")
     assert code == 0 and json.loads(stdout)["skipped"] == 1  # same settings: reused
     code, stdout, err = run(capsys, *argv, "--auto", "--auto-folds", "all", "--auto-score", "pooled")

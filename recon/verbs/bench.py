@@ -140,7 +140,7 @@ def _progress(out: Path):
     log = out / "bench.log"
 
     def report(key: str, record: dict | None) -> None:
-        if record is not None and "tuning" in record:  # one candidate of an --auto search
+        if record is not None and ("tuning" in record or "slices_done" in record):  # a candidate, a slice
             line = {"cell": key, **record}
         else:
             psnr = [round(v["PSNR"], 3) for v in (record or {}).get("volumes", []) if "PSNR" in v]
