@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -440,3 +441,26 @@ def test_val_benchmarks_refuse_bad_data_in_one_line(tmp_path, capsys):
     assert main(["--data", str(tmp_path / "test"), "--rows", "cs-l1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("heldout_vs_unmeasured: error:")
+
+
+def test_fallback_replay_backs_off_rows_the_cs_scores_beat(tmp_path):
+    """``benchmarks.fallback_check scores``: the lowest-scoring CS-L1 row stands for auto CS-L1; a
+    diffusion row it beats clearly backs off, one that beats it (or ties within the noise) stays."""
+    from benchmarks.fallback_check import replay_scores
+
+    def row(method, scores, psnr):
+        return {"method": method, "params": {}, "pooled": scores, "mean": scores, "psnr": psnr}
+
+    rows = [
+        row("cs-l1", [0.30, 0.32, 0.31], 25.0),
+        row("cs-l1", [0.50, 0.52, 0.51], 23.0),
+        row("pocs", [0.60, 0.61, 0.62], 22.0),  # clearly worse than the better CS-L1: backs off
+        row("ccdf", [0.20, 0.21, 0.22], 27.0),  # better: stays
+        row("dds", [0.30, 0.33, 0.30], 24.9),  # a tie within the noise: stays
+    ]
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps([{"rows": rows}]))
+    out = {r["row"].split()[0]: r for r in replay_scores(path, "pooled")}
+    assert out["pocs"]["backs_off"] and out["pocs"]["cs_error"] == 0.31
+    assert not out["ccdf"]["backs_off"] and not out["dds"]["backs_off"]
+    assert out["pocs"]["cs_minus_row_db"] == 3.0
