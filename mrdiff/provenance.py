@@ -129,6 +129,9 @@ def tuning_context(
     record = run_record(spec, mask_spec, mask_from_file)
     return {
         **{k: record[k] for k in REQUEST_KEYS},
+        # the posterior samples a trial averages (``auto.samples``, else the final K): with
+        # --auto-samples the final K decides no score, and a log survives a change of it
+        "samples": record["samples"] if auto.samples is None else auto.samples,
         "prior": {k: v for k, v in record["prior"].items() if k != "file"},
         "device": spec.device,
         # not the fallback: no candidate's score depends on it (its own stages are named after it)

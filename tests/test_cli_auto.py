@@ -296,3 +296,22 @@ def test_centre_region_tunes_on_centre_lines_and_says_so(capsys, tmp_path, multi
     assert code == 0, err
     record = json.loads((tmp_path / "b" / "cells" / "sense+auto__equispaced__2x__s0.json").read_text())
     assert record["method"]["auto"]["region"] == "centre"
+
+
+def test_a_trial_log_depends_on_the_trial_samples_not_the_final_k():
+    """With ``--auto-samples`` the trials average that many samples whatever the final K, so a search's
+    log stays valid when only the final K changes; without it, the trials use the final K."""
+    from dataclasses import replace
+
+    from mrdiff.pipeline import AutoSpec, MaskSpec, MethodSpec
+    from mrdiff.provenance import tuning_context
+
+    def context(samples: int, auto: AutoSpec) -> dict:
+        spec = MethodSpec("pocs", {}, samples=samples)
+        return tuning_context(spec, MaskSpec(), False, auto, "v.h5", [0])
+
+    trial_k = AutoSpec(samples=1)
+    assert context(1, trial_k) == context(4, trial_k) and context(4, trial_k)["samples"] == 1
+    final_k = replace(trial_k, samples=None)
+    assert context(1, final_k) != context(4, final_k) and context(4, final_k)["samples"] == 4
+    assert "fallback" not in context(1, trial_k)["auto"]  # no candidate's score depends on it
