@@ -399,13 +399,13 @@ def check_fallback(
     with the same search settings), so backing off gives what ``--method cs-l1 --auto`` gives. Then
     both, the method at its tuned ``tuned.params``, predict every held-out line/point once
     (:func:`fallback_split`, energy-pooled: what predicts the unmeasured k-space best by the measure
-    NMSE weights). The method
-    backs off if the fallback replaces it under :func:`mrdiff.tuning.tune`'s own guards
-    (:func:`mrdiff.tuning.replaces`): it shows skill (below :data:`~mrdiff.tuning.MIN_SKILL_ERROR`) and
-    beats the method by more than one standard error of their paired difference. A prior that does not
-    fit the scan is then set aside instead of filling the unmeasured k-space with what it knows (the
-    issue's "backing off the prior when the data disagree with it"); where neither shows skill, the
-    method stays (the held-out samples cannot tell them apart).
+    NMSE weights). The method backs off if the fallback replaces it under :func:`mrdiff.tuning.tune`'s
+    own guards (:func:`mrdiff.tuning.replaces`): it shows skill (below
+    :data:`~mrdiff.tuning.MIN_SKILL_ERROR`) and beats the method by more than one standard error of
+    their paired difference. A prior that does not fit the scan is then set aside instead of filling
+    the unmeasured k-space with what it knows (the issue's "backing off the prior when the data
+    disagree with it"); where neither shows skill, the method stays (the held-out samples cannot tell
+    them apart).
 
     Chosen on `val` (``benchmarks/results/self-tuning/fallback/``): on the held-out scores of 19
     classical and diffusion rows at 45 dB random and Poisson 4x, the energy-pooled comparison backed
