@@ -34,9 +34,7 @@ from benchmarks.tuning_common import append_jsonl, one_line_errors
 from mrdiff.errors import InputError
 from mrdiff.io import open_volume
 from mrdiff.pipeline import MethodSpec, check_fallback, diffusion_methods
-from mrdiff.tuning import MIN_SKILL_ERROR, TuneResult, replaces
-
-DIFFUSION_ROWS = ("pocs", "ccdf", "dds", "ilvr", "mcg", "repaint", "dps")
+from mrdiff.tuning import MIN_SKILL_ERROR, replaces
 
 
 def replay_scores(path: Path, score: str) -> list[dict]:
@@ -47,7 +45,7 @@ def replay_scores(path: Path, score: str) -> list[dict]:
     theirs = torch.tensor(cs[score], dtype=torch.float64)
     out = []
     for row in rows:
-        if row["method"] not in DIFFUSION_ROWS:
+        if row["method"] not in diffusion_methods():
             continue
         mine = torch.tensor(row[score], dtype=torch.float64)
         used = replaces(float(theirs.mean()), theirs, float(mine.mean()), mine, MIN_SKILL_ERROR)
@@ -104,8 +102,7 @@ def _cells(args) -> int:
         for row in record["volumes"]:
             info = open_volume(args.data / row["volume"])
             chosen = {**spec.params, **row["auto"]["chosen"]}
-            tuned = TuneResult(chosen, row["auto"]["chosen"], row["auto"]["cv_error"], float("nan"), 0, 0.0)
-            fb = check_fallback(info, spec, cell.mask_spec, auto, tuned, {})
+            fb = check_fallback(info, spec, cell.mask_spec, auto, chosen, {})
             out = {"cell": record["key"], "volume": row["volume"], "PSNR": row["PSNR"], "fallback": fb}
             print(json.dumps(out), flush=True)
             append_jsonl(args.json, out)

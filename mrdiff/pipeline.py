@@ -346,27 +346,6 @@ def tune_inits(
     return inits, runs
 
 
-def tune_volume(
-    info: VolumeInfo,
-    spec: MethodSpec,
-    mask_spec: MaskSpec = MaskSpec(),
-    auto: AutoSpec = AutoSpec(),
-    maps_cache: dict | None = None,
-    slices: list[int] | None = None,
-    progress: Callable[[dict, float], None] | None = None,
-    memo: Callable[[str], MutableMapping] | None = None,
-) -> TuneResult:
-    """Choose ``spec``'s parameters for one volume by held-out k-space cross-validation
-    (:func:`tune_method`), then, for a diffusion method, compare it with ``auto.fallback``
-    (:func:`check_fallback`); the result's ``fallback`` says whether it backed off
-    (:func:`tuned_spec` gives what to reconstruct with). Arguments as :func:`tune_method`'s."""
-    res = tune_method(info, spec, mask_spec, auto, maps_cache, slices, progress, memo)
-    if auto.fallback is None or spec.name not in diffusion_methods():
-        return res
-    fallback = check_fallback(info, spec, mask_spec, auto, res, maps_cache, slices, progress, memo)
-    return replace(res, fallback=fallback)
-
-
 def tuned_spec(spec: MethodSpec, res: TuneResult) -> MethodSpec:
     """What to reconstruct with after :func:`tune_volume`: ``spec`` with the chosen parameters, or,
     when the method backed off, its fallback with the fallback's own chosen parameters."""
@@ -387,7 +366,7 @@ def check_fallback(
     spec: MethodSpec,
     mask_spec: MaskSpec,
     auto: AutoSpec,
-    tuned: TuneResult,
+    params: dict,
     maps_cache: dict | None = None,
     slices: list[int] | None = None,
     progress: Callable[[dict, float], None] | None = None,
@@ -395,9 +374,9 @@ def check_fallback(
 ) -> dict:
     """Back a tuned diffusion method off to its classical fallback when the data side with the latter.
 
-    The fallback (``auto.fallback``, CS-L1) is tuned as ``--auto`` tunes it alone (:func:`tune_method`
+    The fallback (``auto.fallback``, CS-L1) is tuned as ``--auto`` tunes it alone (:func:`tune_volume`
     with the same search settings), so backing off gives what ``--method cs-l1 --auto`` gives. Then
-    both, the method at its tuned ``tuned.params`` and its final K (``spec.samples``, whatever the
+    both, the method at its tuned ``params`` and its final K (``spec.samples``, whatever the
     trials averaged: a one-sample trial predicts worse than the K-sample mean that is written, which
     on the phantom tipped Poisson cells to CS-L1), predict every held-out line/point once
     (:func:`fallback_split`, energy-pooled: what predicts the unmeasured k-space best by the measure
@@ -433,20 +412,21 @@ def check_fallback(
     labelled = None if progress is None else (lambda p, e: progress({"fallback": name, **p}, e))
     stages = None if memo is None else (lambda stage: memo(f"fallback-{name}-{stage}"))
     alone = replace(auto, tunable=None, samples=None, fallback=None)  # as `--method cs-l1 --auto`
-    own = tune_method(info, classical, mask_spec, alone, maps_cache, slices, labelled, stages)
-    runs = {  # the method at its final K: the output the choice is between (not a cheaper trial's K)
-        name: (_runner(classical, info, idx), own.params),
-        f"{spec.name}-k{spec.samples}": (_runner(spec, info, idx), tuned.params),
-    }
-    scores, trials = {}, own.trials
-    for who, (run, params) in runs.items():
+    own = tune_volume(info, classical, mask_spec, alone, maps_cache, slices, labelled, stages)
+    trials = own.trials
+
+    def scored(who: str, method: MethodSpec, values: dict) -> tuple[float, torch.Tensor]:
+        nonlocal trials
         store = {} if memo is None else memo(f"fallback-score-{who}")
-        key = tuple(sorted(params.items()))
+        key = tuple(sorted(values.items()))
         if key not in store:
-            store[key] = candidate_score(run, y, op, params, sets, split.pool)
+            store[key] = candidate_score(_runner(method, info, idx), y, op, values, sets, split.pool)
             trials += len(sets)
-        scores[who] = store[key]
-    (theirs, their_cells), (mine, my_cells) = scores.values()
+        return store[key]
+
+    theirs, their_cells = scored(name, classical, own.params)
+    # the method at its final K: the output the choice is between (not a cheaper trial's K)
+    mine, my_cells = scored(f"{spec.name}-k{spec.samples}", spec, params)
     return {
         "method": name,
         "params": own.chosen,
@@ -459,7 +439,7 @@ def check_fallback(
     }
 
 
-def tune_method(
+def tune_volume(
     info: VolumeInfo,
     spec: MethodSpec,
     mask_spec: MaskSpec = MaskSpec(),
@@ -480,7 +460,11 @@ def tune_method(
     ``seconds`` and ``table`` cover both stages. ``progress(params, error)`` follows every candidate
     (an initialiser's own search with ``"init"`` in ``params``). ``memo(stage)``: a store of scored
     candidates per stage (``"method"``, ``"init-<candidate>"``; e.g. a :class:`mrdiff.tuning.TrialLog`),
-    so that an interrupted search resumes (:func:`mrdiff.tuning.tune`)."""
+    so that an interrupted search resumes (:func:`mrdiff.tuning.tune`).
+
+    Then a diffusion method is compared with ``auto.fallback`` (:func:`check_fallback`, its stages
+    ``"fallback-..."``); the result's ``fallback`` says whether it backed off, and :func:`tuned_spec`
+    gives what to reconstruct with."""
     tunable = check_auto(info, spec, mask_spec, auto)
     mask = volume_mask(info, mask_spec)
     idx = tuning_slices(info, auto, slices)
@@ -492,21 +476,24 @@ def tune_method(
     run = _runner(spec if auto.samples is None else replace(spec, samples=auto.samples), info, idx, inits)
     stage = None if memo is None else memo("method")
     res = tune(run, y, op, tunable, auto.split, base, auto.points, auto.refine, progress=progress, memo=stage)
-    if inits is None:
+    if inits is not None:
+        params = with_init_params(spec.name, res.params, inits)
+        chosen = {**res.chosen, **{k: v for k, v in params.items() if k.startswith(INIT_PREFIX)}}
+        table = [{**row, "init": name} for name, r in first.items() for row in r.table] + res.table
+        runs = [*first.values(), res]
+        res = replace(
+            res,
+            params=params,
+            chosen=chosen,
+            trials=sum(r.trials for r in runs),
+            seconds=sum(r.seconds for r in runs),
+            reused=sum(r.reused for r in runs),
+            table=table,
+        )
+    if auto.fallback is None or spec.name not in diffusion_methods():
         return res
-    params = with_init_params(spec.name, res.params, inits)
-    chosen = {**res.chosen, **{k: v for k, v in params.items() if k.startswith(INIT_PREFIX)}}
-    table = [{**row, "init": name} for name, r in first.items() for row in r.table] + res.table
-    runs = [*first.values(), res]
-    return replace(
-        res,
-        params=params,
-        chosen=chosen,
-        trials=sum(r.trials for r in runs),
-        seconds=sum(r.seconds for r in runs),
-        reused=sum(r.reused for r in runs),
-        table=table,
-    )
+    fallback = check_fallback(info, spec, mask_spec, auto, res.params, maps_cache, slices, progress, memo)
+    return replace(res, fallback=fallback)
 
 
 def check_adapt(info: VolumeInfo, spec: MethodSpec, mask_spec: MaskSpec, adapt: AdaptSpec) -> torch.Tensor:
